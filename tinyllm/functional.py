@@ -1,0 +1,491 @@
+"""``tinyllm.functional`` (import as ``F``): the neural-network operations, each one fused Function.
+
+Every one of these could be written with the primitive tensor ops (the lessons do that first),
+but as a single Function with a hand-derived backward it runs in a few NumPy calls, keeps no
+intermediate graph, and is numerically safer (softmax subtracts the row maximum, cross-entropy
+never forms log(0)). The tests check each against its composed form and finite differences.
+
+Shapes: ``B`` batch, ``T`` query positions, ``S`` key positions, ``C`` channels, ``V`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinyllm import backend, ops
+from tinyllm.autograd import Function
+from tinyllm.backend import get_array_module
+from tinyllm.ops import unbroadcast
+from tinyllm.tensor import Tensor
+
+__all__ = [
+    "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
+    "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "erf",
+]
+
+
+def _dim(axis, dim):
+    return axis if dim is None else dim
+
+
+# ---------------------------------------------------------------------------- linear
+class Linear(Function):
+    """y = x W^T + b with x (..., in), W (out, in), b (out,).
+
+    The batch axes are flattened so that each matmul is one large 2-D GEMM:
+    dx = dy W, dW = dy^T x, db = sum of dy over all rows.
+    """
+
+    def forward(self, x, w, b=None):
+        if x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features "
+                             f"but the weight {tuple(w.shape)} expects {w.shape[1]}")
+        self.x, self.w = x, w
+        y = x.reshape(-1, x.shape[-1]) @ w.T
+        if b is not None:
+            y += b
+        return y.reshape(*x.shape[:-1], w.shape[0])
+
+    def backward(self, gy):
+        x, w = self.x, self.w
+        g2 = gy.reshape(-1, w.shape[0])
+        gx = (g2 @ w).reshape(x.shape) if self.needs_grad[0] else None
+        gw = g2.T @ x.reshape(-1, x.shape[-1]) if self.needs_grad[1] else None
+        gb = g2.sum(axis=0) if len(self.needs_grad) > 2 and self.needs_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """Affine map ``x @ weight.T + bias``; x (..., in), weight (out, in) -> (..., out)."""
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+
+
+# ---------------------------------------------------------------------------- activations
+def relu(x) -> Tensor:
+    return ops.ReLU()(x)
+
+
+def tanh(x) -> Tensor:
+    return ops.Tanh()(x)
+
+
+def sigmoid(x) -> Tensor:
+    return ops.Sigmoid()(x)
+
+
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _erf_and_gauss(z):
+    """erf(z) and exp(-z^2), to within 1.5e-7 (Abramowitz & Stegun 7.1.26).
+
+    NumPy has no erf. The formula erf(|z|) = 1 - t(a1 + t(a2 + ...)) e^{-z^2} with
+    t = 1 / (1 + p|z|) is accurate to float32 precision; ``copysign`` restores the sign
+    (much faster than ``where``).
+    """
+    xp = get_array_module(z)
+    a1, a2, a3, a4, a5 = _ERF_A
+    t = 1 / (1 + _ERF_P * xp.abs(z))
+    gauss = xp.exp(-z * z)
+    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
+    return xp.copysign(1 - poly * gauss, z), gauss
+
+
+def erf(x):
+    """The error function on a backend array (no gradient)."""
+    return _erf_and_gauss(x)[0]
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+class GELU(Function):
+    """GELU(x) = x Phi(x) with Phi the standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+    d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). ``approximate="tanh"`` is
+    GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    """
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu approximate must be 'none' or 'tanh', not {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            return 0.5 * x * (1 + self.t)
+        e, gauss = _erf_and_gauss(x * (1 / math.sqrt(2)))
+        self.cdf = 0.5 * (1 + e)
+        self.pdf = gauss * _INV_SQRT_2PI  # exp(-x^2/2) / sqrt(2 pi)
+        return x * self.cdf
+
+    def backward(self, gy):
+        x = self.x
+        if self.approximate == "tanh":
+            t = self.t
+            inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            return (gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner),)
+        return (gy * (self.cdf + x * self.pdf),)
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit; ``approximate`` is ``"none"`` (exact, erf) or ``"tanh"``."""
+    return GELU(approximate)(x)
+
+
+# ---------------------------------------------------------------------------- softmax family
+class Softmax(Function):
+    """y_i = exp(x_i - m) / sum_j exp(x_j - m), m = max_j x_j; dx = y * (dy - sum(dy * y))."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        y = x - x.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        self.y = y
+        return y
+
+    def backward(self, gy):
+        y = self.y
+        return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
+
+
+def softmax(x, axis: int = -1, *, dim=None) -> Tensor:
+    """Softmax along ``axis`` (numerically stable)."""
+    return Softmax(_dim(axis, dim))(x)
+
+
+class LogSoftmax(Function):
+    """y = x - logsumexp(x) along an axis; dx = dy - softmax(x) * sum(dy)."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        # BEGIN SOLUTION
+        shifted = x - x.max(axis=self.axis, keepdims=True)  # largest entry 0: exp cannot overflow
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        self.y = y
+        return y
+        # END SOLUTION
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        # BEGIN SOLUTION
+        return (gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True),)
+        # END SOLUTION
+
+
+def log_softmax(x, axis: int = -1, *, dim=None) -> Tensor:
+    """log(softmax(x)) along ``axis``, computed stably (never log of 0 for finite logits)."""
+    return LogSoftmax(_dim(axis, dim))(x)
+
+
+class CrossEntropy(Function):
+    """Mean (or sum) of -log softmax(logits)[target] over rows whose target != ignore_index.
+
+    logits (N, V), targets (N,). With p = softmax(logits): d loss_i / d logits_i = p_i - onehot(t_i),
+    zero on ignored rows; the mean divides by the number of counted rows.
+    """
+
+    def __init__(self, ignore_index=-100, reduction="mean"):
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, logits, targets):
+        xp = get_array_module(logits)
+        n = logits.shape[0]
+        rows = xp.arange(n)
+        # BEGIN SOLUTION
+        valid = targets != self.ignore_index
+        safe_t = targets * valid  # ignored rows point at class 0, then get weight 0
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        p = xp.exp(shifted)
+        sums = p.sum(axis=1, keepdims=True)
+        p /= sums
+        losses = (xp.log(sums[:, 0]) - shifted[rows, safe_t]) * valid
+        self.p, self.safe_t, self.valid, self.rows = p, safe_t, valid, rows
+        # END SOLUTION
+        if self.reduction == "none":
+            self.scale = None
+            return losses
+        if self.reduction == "sum":
+            self.scale = 1.0
+        else:
+            count = int(valid.sum())
+            self.scale = 1.0 / count if count else float("nan")
+        return (losses.sum() * self.scale).astype(logits.dtype)
+
+    def backward(self, gy):
+        # BEGIN SOLUTION
+        g = self.p.copy()
+        g[self.rows, self.safe_t] -= 1
+        if self.scale is None:
+            g *= (gy * self.valid)[:, None]
+        else:
+            g *= (gy * self.scale) * self.valid[:, None]
+        # END SOLUTION
+        return g, None
+
+
+def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """Cross-entropy between ``logits`` (..., V) and integer ``targets`` (...), fused with log-softmax.
+
+    The class axis is the last one: (B, T, V) logits go with (B, T) targets. Targets equal to
+    ``ignore_index`` (default -100, the masked-LM convention) count neither in the loss nor in
+    the mean. ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"`` (per-position losses, shape of targets).
+    """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    t = targets.data if isinstance(targets, Tensor) else backend.as_array(targets)
+    lshape = tuple(logits.shape)
+    if lshape[:-1] != tuple(t.shape):
+        raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
+                         f"{lshape[:-1]} (the class axis is last), got {tuple(t.shape)}")
+    if backend.is_float(t.dtype):
+        raise TypeError(f"cross_entropy targets must be integer class ids, got {t.dtype}")
+    v = lshape[-1]
+    t = t.reshape(-1)
+    counted = t[t != ignore_index]
+    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= v):
+        bad = int(counted.max()) if int(counted.max()) >= v else int(counted.min())
+        raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
+                         f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
+    x = logits if isinstance(logits, Tensor) else Tensor(logits)
+    out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
+    return out.reshape(lshape[:-1]) if reduction == "none" else out
+
+
+# ---------------------------------------------------------------------------- normalisation
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * w + b over the last axis (C).
+
+    With xhat the normalised input and g = dy * w:
+    dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps), dw = sum(dy * xhat), db = sum(dy).
+    """
+
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, w, b):
+        xp = get_array_module(x)
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+        xhat = xc * rstd
+        self.xhat, self.rstd, self.w = xhat, rstd, w
+        return xhat * w + b
+
+    def backward(self, gy):
+        xhat, rstd, w = self.xhat, self.rstd, self.w
+        c = xhat.shape[-1]
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            # BEGIN SOLUTION
+            g = gy * w
+            gx = rstd * (g - g.mean(axis=-1, keepdims=True)
+                         - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+            # END SOLUTION
+        if self.needs_grad[1]:
+            gw = (gy * xhat).reshape(-1, c).sum(axis=0)
+        if self.needs_grad[2]:
+            gb = gy.reshape(-1, c).sum(axis=0)
+        return gx, gw, gb
+
+
+def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last axis: x (..., C), weight and bias (C,)."""
+    c = x.shape[-1]
+    if tuple(weight.shape) != (c,) or tuple(bias.shape) != (c,):
+        raise ValueError(f"layer_norm: input (..., {c}) needs weight and bias of shape ({c},), "
+                         f"got {tuple(weight.shape)} and {tuple(bias.shape)}")
+    return LayerNorm(eps)(x, weight, bias)
+
+
+# ---------------------------------------------------------------------------- embedding
+class Embedding(Function):
+    """out[..., :] = W[ids[...], :]; dW[v] = sum of dy over the positions where ids == v."""
+
+    def __init__(self, ids):
+        self.ids = ids
+
+    def forward(self, w):
+        self.w_shape, self.dtype = w.shape, w.dtype
+        return w[self.ids]
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gw = xp.zeros(self.w_shape, dtype=self.dtype)
+        # BEGIN SOLUTION
+        backend.scatter_add(gw, self.ids.reshape(-1), gy.reshape(-1, self.w_shape[1]))
+        # END SOLUTION
+        return (gw,)
+
+
+def embedding(ids, weight) -> Tensor:
+    """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
+    i = ids.data if isinstance(ids, Tensor) else backend.as_array(ids, device=weight.device)
+    if backend.is_float(i.dtype):
+        raise TypeError(f"embedding ids must be integers, got {i.dtype}")
+    v = weight.shape[0]
+    if i.size and (int(i.min()) < 0 or int(i.max()) >= v):
+        bad = int(i.max()) if int(i.max()) >= v else int(i.min())
+        raise IndexError(f"token id {bad} is outside the vocabulary [0, {v}) of this embedding")
+    return Embedding(i)(weight)
+
+
+# ---------------------------------------------------------------------------- dropout
+def _keep_mask(xp, shape, p, dtype):
+    """A mask with 1/(1-p) where kept and 0 where dropped (inverted dropout)."""
+    if xp is backend.np:
+        u = backend.rng().random(shape, dtype="float32")
+    else:
+        u = xp.random.random(shape, dtype="float32")
+    return (u >= p).astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+class Dropout(Function):
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x):
+        self.mask = _keep_mask(get_array_module(x), x.shape, self.p, x.dtype)
+        return x * self.mask
+
+    def backward(self, gy):
+        return (gy * self.mask,)
+
+
+def dropout(x, p: float = 0.1, training: bool = True) -> Tensor:
+    """Zero each entry with probability ``p`` and scale the rest by 1/(1-p); identity in eval."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    return Dropout(p)(x)
+
+
+# ---------------------------------------------------------------------------- attention
+_causal_cache: dict = {}
+
+
+def causal_mask(t: int, s: int | None = None, xp=None):
+    """Boolean (T, S) mask, True where query i may attend key j: j <= i + (S - T).
+
+    With S > T (a key/value cache holding S - T earlier positions) the queries are the last T
+    positions of the sequence.
+    """
+    s = t if s is None else s
+    xp = xp or backend.np
+    # BEGIN SOLUTION
+    return xp.tril(xp.ones((t, s), dtype=bool), k=s - t)
+    # END SOLUTION
+
+
+def _attention_bias(xp, mask, is_causal, t, s, dtype):
+    """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative."""
+    if is_causal:
+        cm = causal_mask(t, s, xp)
+        mask = cm if mask is None else (mask & cm)
+        if mask is cm:  # the common case: cache it
+            key = (t, s, str(dtype), xp.__name__)
+            bias = _causal_cache.get(key)
+            if bias is None:
+                bias = xp.where(cm, dtype.type(0), xp.finfo(dtype).min).astype(dtype)
+                _causal_cache[key] = bias
+            return bias
+    if mask is None:
+        return None
+    return xp.where(mask, dtype.type(0), xp.finfo(dtype).min).astype(dtype)
+
+
+class ScaledDotProductAttention(Function):
+    """out = softmax(q k^T * scale + bias) v.
+
+    q (..., T, D), k (..., S, D), v (..., S, Dv) -> (..., T, Dv). Backward, with P the
+    attention weights and dO the output gradient:
+    dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = dS K * scale, dK = dS^T Q * scale.
+    """
+
+    def __init__(self, bias, scale, dropout_p):
+        self.bias, self.scale, self.dropout_p = bias, scale, dropout_p
+
+    def forward(self, q, k, v):
+        xp = get_array_module(q)
+        # BEGIN SOLUTION
+        s = q @ k.swapaxes(-1, -2)
+        s *= q.dtype.type(self.scale)
+        if self.bias is not None:
+            s += self.bias
+        s -= s.max(axis=-1, keepdims=True)
+        p = xp.exp(s, out=s)
+        p /= p.sum(axis=-1, keepdims=True)
+        # END SOLUTION
+        self.p, self.q, self.k, self.v = p, q, k, v
+        if self.dropout_p > 0:
+            self.mask = _keep_mask(xp, p.shape, self.dropout_p, p.dtype)
+            p = p * self.mask
+        self.p_used = p
+        return p @ v
+
+    def backward(self, gy):
+        p, q, k, v, scale = self.p, self.q, self.k, self.v, self.scale
+        gq = gk = gv = None
+        # BEGIN SOLUTION
+        if self.needs_grad[2]:
+            gv = unbroadcast(self.p_used.swapaxes(-1, -2) @ gy, v.shape)
+        dp = gy @ v.swapaxes(-1, -2)
+        if self.dropout_p > 0:
+            dp *= self.mask
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+        ds *= ds.dtype.type(scale)
+        if self.needs_grad[0]:
+            gq = unbroadcast(ds @ k, q.shape)
+        if self.needs_grad[1]:
+            gk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape)
+        # END SOLUTION
+        return gq, gk, gv
+
+
+def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
+                                 dropout_p: float = 0.0, scale: float | None = None,
+                                 return_weights: bool = False):
+    """softmax(q k^T / sqrt(D) [masked]) v.
+
+    q (..., T, D), k (..., S, D), v (..., S, Dv) -> (..., T, Dv); the leading axes are usually
+    (B, n_head). ``mask`` is boolean and broadcasts to (..., T, S): True = may attend (e.g. a
+    padding mask of shape (B, 1, 1, S)). ``is_causal`` lets query i see keys j <= i (aligned at
+    the end when S > T). With ``return_weights`` it returns (out, weights) where weights
+    (..., T, S) is a detached tensor, for plotting.
+    """
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"attention shapes do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)} (need q (..., T, D), k (..., S, D), v (..., S, Dv))")
+    xp = get_array_module(q.data)
+    t, s = q.shape[-2], k.shape[-2]
+    m = None
+    if mask is not None:
+        m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=q.device)
+        if m.dtype != bool:
+            raise TypeError(f"attention mask must be boolean (True = attend), got {m.dtype}")
+        try:
+            xp.broadcast_shapes(m.shape, (*q.shape[:-2], t, s))
+        except ValueError:
+            raise ValueError(f"attention mask of shape {tuple(m.shape)} does not broadcast to the "
+                             f"scores' shape {(*q.shape[:-2], t, s)}") from None
+    bias = _attention_bias(xp, m, is_causal, t, s, q.dtype)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    fn = ScaledDotProductAttention(bias, scale, dropout_p)
+    out = fn(q, k, v)
+    if return_weights:
+        return out, Tensor(fn.p, _raw=True)
+    return out

@@ -1,0 +1,66 @@
+"""Adam and AdamW: per-parameter step sizes from running moments of the gradient.
+
+    m <- b1 m + (1 - b1) g          v <- b2 v + (1 - b2) g^2
+    p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+Adam adds weight decay to the gradient (L2); AdamW decays the weights directly,
+p <- p (1 - lr wd), so that the decay is not rescaled by the adaptive step (Loshchilov & Hutter).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinyllm.backend import get_array_module
+from tinyllm.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"{type(self).__name__}: invalid hyper-parameters lr={lr}, "
+                             f"betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def step(self) -> None:
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p, state in self._params_with_grad(group):
+                self._update(p, p.grad, state, lr, b1, b2, eps, wd)
+
+    def _update(self, p, g, state, lr, b1, b2, eps, wd):
+        xp = get_array_module(g)
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        # BEGIN SOLUTION
+        if wd and self.decoupled:
+            p.data *= 1 - lr * wd
+        elif wd:
+            g = g + wd * p.data
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        step_size = lr / (1 - b1 ** t)
+        denom = xp.sqrt(v)
+        denom *= 1 / math.sqrt(1 - b2 ** t)
+        denom += eps
+        p.data -= step_size * (m / denom)
+        # END SOLUTION
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01, as in PyTorch)."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

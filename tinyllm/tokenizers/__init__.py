@@ -1,0 +1,9 @@
+"""Tokenizers: character-level, GPT-2 byte-level BPE and BERT WordPiece, one interface."""
+
+from .base import Tokenizer
+from .bpe import ByteBPETokenizer, merge_word, train_bpe
+from .char import CharTokenizer
+from .wordpiece import WordPieceTokenizer, basic_tokenize, wordpiece_split
+
+__all__ = ["Tokenizer", "CharTokenizer", "ByteBPETokenizer", "WordPieceTokenizer",
+           "train_bpe", "merge_word", "wordpiece_split", "basic_tokenize"]
