@@ -1,6 +1,7 @@
 """``tinyllm.nn``: modules with parameters, PyTorch-style."""
 
 from tinyllm.nn import init
+from tinyllm.nn.attention import KVCache, MultiHeadAttention, merge_heads, split_heads
 from tinyllm.nn.layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Tanh
 from tinyllm.nn.module import Module, ModuleList, Parameter, Sequential
 from tinyllm.nn.positional import (
@@ -8,9 +9,11 @@ from tinyllm.nn.positional import (
     SinusoidalPositionalEncoding,
     sinusoidal_table,
 )
+from tinyllm.nn.transformer import FeedForward, TransformerBlock
 
 __all__ = [
     "Module", "Parameter", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm",
     "Dropout", "GELU", "ReLU", "Tanh", "SinusoidalPositionalEncoding",
-    "LearnedPositionalEmbedding", "sinusoidal_table", "init",
+    "LearnedPositionalEmbedding", "sinusoidal_table", "init", "MultiHeadAttention", "KVCache",
+    "split_heads", "merge_heads", "FeedForward", "TransformerBlock",
 ]
