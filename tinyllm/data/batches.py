@@ -27,4 +27,4 @@ def get_batch(tokens, batch_size: int, block_size: int, rng) -> tuple[np.ndarray
     starts = as_rng(rng).integers(0, n - block_size, size=batch_size)
     windows = np.stack([np.asarray(tokens[s: s + block_size + 1], dtype=np.int64)
                         for s in starts])
-    return windows[:, :-1], windows[:, 1:]
+    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])

@@ -16,7 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenizers.base import Tokenizer, atomic_write_text
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fingerprint(tokenizer) -> str:
+    """A tinyllm tokenizer's ``fingerprint()``; others need one too (duck typing keeps data
+    independent of the tokenizers package)."""
+    fp = getattr(tokenizer, "fingerprint", None)
+    if fp is None:
+        raise TypeError(f"{type(tokenizer).__name__} has no fingerprint() to key the cache by")
+    return fp()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -24,14 +46,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def _atomic_write_array(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            arr.tofile(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write_bytes(path, np.ascontiguousarray(arr).tobytes())
 
 
 class TokenStream:
@@ -49,13 +64,13 @@ class TokenStream:
         return np.asarray(self.tokens, dtype=dtype)
 
     @staticmethod
-    def cache_key(text: str, tokenizer: Tokenizer) -> str:
-        h = hashlib.sha256(tokenizer.fingerprint().encode())
+    def cache_key(text: str, tokenizer) -> str:
+        h = hashlib.sha256(_fingerprint(tokenizer).encode())
         h.update(hashlib.sha256(text.encode("utf-8")).digest())
         return h.hexdigest()[:16]
 
     @classmethod
-    def build(cls, text: str, tokenizer: Tokenizer, cache_dir: str | os.PathLike,
+    def build(cls, text: str, tokenizer, cache_dir: str | os.PathLike,
               name: str = "tokens") -> TokenStream:
         """Encode ``text`` with ``tokenizer`` into ``cache_dir`` unless already cached."""
         if not text:
@@ -76,7 +91,7 @@ class TokenStream:
         cache_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_array(bin_path, arr.astype(dtype))
         meta = {"dtype": dtype.name, "length": int(len(arr)), "vocab_size": tokenizer.vocab_size,
-                "tokenizer_fingerprint": tokenizer.fingerprint(), "key": key,
+                "tokenizer_fingerprint": _fingerprint(tokenizer), "key": key,
                 "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
         atomic_write_text(meta_path, json.dumps(meta, indent=1))
         return cls.open(bin_path)
@@ -97,6 +112,6 @@ class TokenStream:
         return cls(tokens, meta, bin_path)
 
 
-def encode_to_cache(text: str, tokenizer: Tokenizer, cache_dir, name: str = "tokens"):
+def encode_to_cache(text: str, tokenizer, cache_dir, name: str = "tokens"):
     """The cached token ids of ``text`` as a read-only memmap."""
     return TokenStream.build(text, tokenizer, cache_dir, name).tokens

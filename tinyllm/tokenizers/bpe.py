@@ -145,7 +145,8 @@ class ByteBPETokenizer(Tokenizer):
                 raise ValueError(f"merge {n} = {(a, b)} uses a token not yet defined")
             self.vocab.append(self.vocab[a] + self.vocab[b])
         self.extra_special_tokens = list(dict.fromkeys(special_tokens))
-        self.special_to_id = {s: len(self.vocab) + i for i, s in enumerate(self.extra_special_tokens)}
+        self.special_to_id = {s: len(self.vocab) + i
+                              for i, s in enumerate(self.extra_special_tokens)}
         self.id_to_special = {i: s for s, i in self.special_to_id.items()}
         if eos_token is None and "<|endoftext|>" in self.special_to_id:
             eos_token = "<|endoftext|>"
