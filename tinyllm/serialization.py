@@ -121,6 +121,9 @@ def save(state_dict, path, metadata=None) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; "
+                                "create it first (os.makedirs)")
     tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.",
                                       suffix=".tmp", delete=False)
     try:
@@ -246,7 +249,7 @@ def _read_header(f, path, file_size):
     return entries, metadata, 8 + n
 
 
-def _decode(raw: bytes, dtype: str, shape) -> np.ndarray:
+def _decode(raw, dtype: str, shape) -> np.ndarray:
     arr = np.frombuffer(raw, dtype=DTYPES[dtype])
     if dtype == "BF16":  # bfloat16 bits are the high half of a float32
         arr = (arr.astype(np.uint32) << 16).view(np.float32)
@@ -270,7 +273,8 @@ def load(path, device=None) -> dict:
     if len(buffer) != file_size - start:  # the file shrank while we read it
         raise SafetensorsError(f"{path}: truncated while reading ({len(buffer)} of "
                                f"{file_size - start} data bytes)")
-    out = {key: _decode(buffer[b:e], dtype, shape) for key, dtype, shape, b, e in entries}
+    view = memoryview(buffer)  # slicing a memoryview copies nothing; _decode copies once
+    out = {key: _decode(view[b:e], dtype, shape) for key, dtype, shape, b, e in entries}
     if device is not None and str(device) != "cpu":
         from tinyllm.backend import to_device
 
