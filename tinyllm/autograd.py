@@ -170,6 +170,9 @@ def run_backward(root, seed) -> None:
         for parent, gp in zip(ctx.inputs, input_grads):
             if gp is not None and parent.requires_grad:
                 accumulate(grads, owned, id(parent), gp)
+                if isinstance(grads[id(parent)], backend.np.generic):  # 0-d math gives NumPy
+                    # scalars, on which a later `+=` would rebind instead of adding in place
+                    grads[id(parent)] = backend.np.asarray(grads[id(parent)])
         ctx.inputs = None  # free the graph as we go
         node._ctx = _FREED
 

@@ -257,7 +257,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    t = targets.data if isinstance(targets, Tensor) else backend.as_array(targets)
+    t = targets.data if isinstance(targets, Tensor) else backend.as_array(
+        targets, device=getattr(logits, "device", None))  # beside the logits (CuPy too)
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "

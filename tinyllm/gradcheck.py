@@ -23,6 +23,8 @@ class GradcheckError(AssertionError):
 def numerical_grad(fn, inputs, index, weight, eps):
     """Central-difference gradient of sum(fn(*inputs) * weight) w.r.t. ``inputs[index]``."""
     x = inputs[index].data
+    if not x.flags.c_contiguous:  # reshape(-1) below must be a view that writes through
+        x = inputs[index].data = x.copy()
     grad = get_array_module(x).zeros_like(x)
     flat, gflat = x.reshape(-1), grad.reshape(-1)
     with no_grad():

@@ -256,10 +256,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = gy
+        if b.ndim == 1:  # first: for 1-D @ 1-D, gy is 0-d
+            g2 = g2[..., None]
         if a.ndim == 1:
             g2 = g2[..., None, :]
-        if b.ndim == 1:
-            g2 = g2[..., None]
         ga = gb = None
         # BEGIN SOLUTION
         if self.needs_grad[0]:
@@ -277,9 +277,10 @@ def _norm_axes(axis, ndim):
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for ax in axes:
-        if not -ndim <= ax < max(ndim, 1):
+        if not -max(ndim, 1) <= ax < max(ndim, 1):
             raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-        out.append(ax % ndim if ndim else 0)
+        if ndim:  # a 0-d tensor accepts axis 0 / -1 (as PyTorch does) and reduces nothing
+            out.append(ax % ndim)
     return tuple(out)
 
 

@@ -372,6 +372,9 @@ def stack(tensors, axis: int = 0) -> Tensor:
 def where(cond, a, b) -> Tensor:
     """``a`` where ``cond`` is True, else ``b``; gradients flow to the chosen side only."""
     c = cond.data if isinstance(cond, Tensor) else cond
+    like = a if isinstance(a, Tensor) else b
+    if isinstance(like, Tensor) and backend.get_device(c) != like.device:
+        c = backend.to_device(backend.as_array(c), like.device)  # a host mask beside GPU data
     return ops.Where(c)(a, b)
 
 

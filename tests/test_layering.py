@@ -1,0 +1,128 @@
+"""The architecture, enforced: the backend seam and imports that go one way (see DEVELOPERS.md)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "tinyllm"
+
+# Host-side code may use NumPy directly; everything else goes through tinyllm.backend.
+NUMPY_ALLOWED = (
+    "backend.py",
+    "serialization.py",
+    "cli.py",
+    "demo.py",  # `python -m tinyllm.demo`: a command-line entry point like cli.py
+    "tokenizers/",
+    "data/",
+    "bench/",
+    "course/",
+    "train/",
+)
+
+# module prefix -> packages it must never import
+FORBIDDEN = {
+    "tinyllm.backend": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
+                        "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.autograd": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.tensor": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.ops": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.functional": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.gradcheck": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.nn": ["tinyllm.models", "tinyllm.optim", "tinyllm.train"],
+    "tinyllm.optim": ["tinyllm.models", "tinyllm.train"],
+    "tinyllm.tokenizers": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops",
+                           "tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.data": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
+                     "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.models": ["tinyllm.train", "tinyllm.cli", "tinyllm.bench"],
+}
+
+
+def _modules():
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).as_posix()
+        name = "tinyllm." + rel[:-3].replace("/", ".")
+        if name.endswith(".__init__"):
+            name = name[: -len(".__init__")]
+            package = name
+        else:
+            package = name.rsplit(".", 1)[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree.package = package  # for resolving relative imports
+        yield rel, name, tree
+
+
+def _imports(name, tree):
+    """Absolute names of every module imported anywhere in ``tree`` (also inside functions)."""
+    package = getattr(tree, "package", name.rsplit(".", 1)[0])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                if node.level > 1:
+                    base = base[: -(node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            yield mod, node.lineno
+            for alias in node.names:  # `from tinyllm import nn` imports tinyllm.nn
+                yield f"{mod}.{alias.name}", node.lineno
+
+
+MODULES = list(_modules())
+
+
+def test_the_package_was_found():
+    names = [n for _, n, _ in MODULES]
+    assert "tinyllm.backend" in names and "tinyllm.tensor" in names
+
+
+def test_only_the_backend_and_host_side_code_import_numpy():
+    offenders = []
+    for rel, name, tree in MODULES:
+        if rel.startswith(NUMPY_ALLOWED):
+            continue
+        for mod, line in _imports(name, tree):
+            if mod == "numpy" or mod.startswith("numpy."):
+                offenders.append(f"tinyllm/{rel}:{line} imports {mod}")
+    assert not offenders, ("engine and model code must reach NumPy through tinyllm.backend "
+                           "(xp = get_array_module(a)):\n" + "\n".join(offenders))
+
+
+def test_layers_import_downward_only():
+    offenders = []
+    for rel, name, tree in MODULES:
+        for prefix, banned in FORBIDDEN.items():
+            if name != prefix and not name.startswith(prefix + "."):
+                continue
+            for mod, line in _imports(name, tree):
+                for b in banned:
+                    if mod == b or mod.startswith(b + "."):
+                        offenders.append(f"tinyllm/{rel}:{line} ({name}) imports {mod}")
+    assert not offenders, "imports must go downward (DEVELOPERS.md):\n" + "\n".join(offenders)
+
+
+def test_nothing_imports_the_course():
+    offenders = []
+    for rel, name, tree in MODULES:
+        if name.startswith("tinyllm.course"):
+            continue  # the course may import its own modules
+        for mod, line in _imports(name, tree):
+            if mod == "tinyllm.course" or mod.startswith("tinyllm.course."):
+                offenders.append(f"tinyllm/{rel}:{line} imports {mod}")
+    assert not offenders, "nothing in the package imports tinyllm.course:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("import numpy as np", "numpy"),
+    ("from numpy import linalg", "numpy"),
+    ("from . import ops", "tinyllm.ops"),
+    ("from .nn import layers", "tinyllm.nn"),
+])
+def test_the_import_scanner_sees(source, expected):
+    found = [m for m, _ in _imports("tinyllm.tensor", ast.parse(source))]
+    assert expected in found, found
