@@ -44,12 +44,13 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                f"before assigning attributes (while setting {name!r})")
+        target = (self._parameters if isinstance(value, Parameter) else
+                  self._modules if isinstance(value, Module) else None)
         for store in (self._parameters, self._modules, self._buffers):
-            store.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+            if store is not target:
+                store.pop(name, None)
+        if target is not None:
+            target[name] = value  # a re-assigned name keeps its place in the order (as PyTorch)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
@@ -172,6 +173,8 @@ class Module:
                 continue
             v = state_dict[k]
             v = v.numpy() if isinstance(v, Tensor) else v
+            if not hasattr(v, "shape"):  # nested lists or numbers
+                v = backend.np.asarray(v)
             if tuple(v.shape) != tuple(target.shape):
                 wrong.append(f"{k}: expected {tuple(target.shape)}, got {tuple(v.shape)}")
             arrays[k] = v
