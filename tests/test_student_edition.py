@@ -1,0 +1,94 @@
+"""Honesty checks of the student edition (instructor-only: not in the student edition itself).
+
+* the student edition imports everywhere the repository does, and fails every exercise test;
+* ``tinyllm course grade --json`` in it reports a score of 0;
+* it is deterministic;
+* with each exercise alone stubbed, all of that exercise's tests fail (``verify_stubs``).
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tinyllm.course.grade import run_exercise_tests, verify_stubs
+from tinyllm.course.registry import REPO_ROOT, load_registry, package_regions
+from tinyllm.course.student import INSTRUCTOR_ONLY, build_student_edition
+
+pytestmark = pytest.mark.slow
+
+IMPORT_ALL = """
+import importlib, json, pathlib, sys
+import tinyllm, tinyllm.nn, tinyllm.optim, tinyllm.functional
+failed = {}
+for p in sorted(pathlib.Path('tinyllm').rglob('*.py')):
+    parts = p.with_suffix('').parts
+    if parts[-1] == '__main__':
+        continue
+    name = '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        failed[name] = f'{type(e).__name__}: {e}'
+print(json.dumps(failed))
+"""
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student") / "tinyllm-student"
+    build_student_edition(out, root=REPO_ROOT)
+    return out
+
+
+def import_failures(root):
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={"PYTHONPATH": str(root), "PATH": ""})
+    assert proc.returncode == 0, f"importing tinyllm in {root} failed:\n{proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_student_edition_has_no_solutions(student):
+    assert package_regions(student) == []
+    assert not any((student / f).exists() for f in INSTRUCTOR_ONLY)
+    stubbed = (student / "tinyllm" / "autograd.py").read_text()
+    assert 'raise NotImplementedError("Exercise 02.3: ' in stubbed
+
+
+def test_student_edition_imports_wherever_the_repository_does(student):
+    before, after = import_failures(REPO_ROOT), import_failures(student)
+    new = {m: e for m, e in after.items() if m not in before}
+    assert not new, f"modules that import in the repository but not in the student edition: {new}"
+
+
+def test_every_exercise_test_fails_in_the_student_edition(student):
+    run = run_exercise_tests(student, timeout=60)
+    assert not run.collect_errors, run.collect_errors
+    passing = [t.nodeid for t in run.tests.values() if t.outcome == "passed"]
+    assert run.tests and not passing, f"exercise tests passing without solutions: {passing}"
+
+
+def test_grading_the_student_edition_scores_zero(student, tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "tinyllm.course", "grade", "--json", str(out)],
+                          cwd=student, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["score"] == 0 and len(data["tests"]) == len(load_registry())
+    assert all(t["score"] == 0 and t["max_score"] > 0 for t in data["tests"])
+
+
+def test_student_edition_is_deterministic(tmp_path):
+    trees = []
+    for name in ("a", "b"):
+        build_student_edition(tmp_path / name, root=REPO_ROOT)
+        trees.append({p.relative_to(tmp_path / name): p.read_bytes()
+                      for p in (tmp_path / name).rglob("*") if p.is_file()})
+    assert trees[0].keys() == trees[1].keys() and trees[0] == trees[1]
+
+
+def test_each_exercise_alone_stubbed_fails_its_tests():
+    problems, seconds = verify_stubs(REPO_ROOT, workers=2, timeout=60)
+    print(f"stub check of {len(load_registry())} exercises: {seconds:.1f} s")
+    assert not problems, "\n".join(problems)
