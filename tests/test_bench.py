@@ -1,0 +1,122 @@
+"""The benchmark suite's correctness (never its timings): the hand-written NumPy reference and the
+PyTorch reference compute what tinyllm computes, and ``tinyllm.bench.main`` runs end to end."""
+
+import numpy as np
+import pytest
+
+import tinyllm as tl
+from tinyllm.bench.numpy_gpt import NumpyGPT, NumpyMLP
+from tinyllm.models.gpt import GPT, GPTConfig
+from tinyllm.optim import clip_grad_norm_
+
+
+def _tiny_gpt(seed):
+    tl.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
+                    activation="gelu_tanh")
+    model = GPT(cfg)
+    state = {k: np.array(v) for k, v in model.state_dict().items()}
+    return cfg, model, state
+
+
+def _close(a, b, rtol=2e-4):
+    scale = max(float(np.abs(b).max()), 1e-6)
+    assert float(np.abs(a - b).max()) <= rtol * scale
+
+
+def test_numpy_gpt_matches_tinyllm_loss_and_gradients(rng):
+    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)))
+    ref = NumpyGPT.from_config(cfg)
+    ref.load_state(state)
+    t = int(rng.integers(1, 9))  # shorter than block_size too
+    x, y = rng.integers(0, 11, (3, t)), rng.integers(0, 11, (3, t))
+    _, loss = model(x, y)
+    loss.backward()
+    ref_loss = ref.loss_and_grads(x, y)
+    assert abs(ref_loss - loss.item()) < 1e-5 * max(1.0, abs(loss.item()))
+    for name, p in model.named_parameters():
+        assert ref.grads[name].dtype == np.float32
+        _close(ref.grads[name], p.grad)
+
+
+def test_numpy_gpt_optimizer_step_matches_tinyllm_adamw(rng):
+    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)))
+    ref = NumpyGPT.from_config(cfg, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1, grad_clip=0.5)
+    ref.load_state(state)
+    opt = model.configure_optimizers(weight_decay=0.1, lr=1e-3, betas=(0.9, 0.99))
+    params = list(model.parameters())
+    for _ in range(3):
+        x, y = rng.integers(0, 11, (2, 8)), rng.integers(0, 11, (2, 8))
+        opt.zero_grad()
+        model(x, y)[1].backward()
+        norm = clip_grad_norm_(params, 0.5)
+        ref.loss_and_grads(x, y)
+        assert abs(ref.opt.clip() - norm) < 1e-4 * norm
+        opt.step()
+        ref.opt.step()
+    for name, p in model.named_parameters():
+        assert ref.params[name].dtype == np.float32
+        np.testing.assert_allclose(ref.params[name], p.data, atol=2e-5)
+
+
+def test_numpy_gpt_refuses_exact_gelu():
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with pytest.raises(ValueError, match="gelu_tanh"):
+        NumpyGPT.from_config(cfg)
+
+
+def test_numpy_mlp_matches_tinyllm(rng):
+    from tinyllm.bench.suites import make_mlp
+
+    sizes = (12, 20, 16, 5)
+    model, state, (x, y), _ = make_mlp(sizes, 7, seed=int(rng.integers(1 << 30)))
+    ref = NumpyMLP(sizes)
+    ref.load_state(state)
+    loss = tl.functional.cross_entropy(model(tl.tensor(x)), tl.tensor(y))
+    loss.backward()
+    assert abs(ref.loss_and_grads(x, y) - loss.item()) < 1e-5
+    for name, p in model.named_parameters():
+        _close(ref.grads[name], p.grad)
+
+
+def test_torch_reference_matches_tinyllm(rng):
+    torch = pytest.importorskip("torch")
+    from tinyllm.bench.torch_ref import TorchGPT, torch_state
+
+    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)))
+    tm = TorchGPT.from_config(cfg)
+    tm.load_state_dict(torch_state(state))
+    x, y = rng.integers(0, 11, (3, 8)), rng.integers(0, 11, (3, 8))
+    _, loss = model(x, y)
+    loss.backward()
+    _, tloss = tm(torch.tensor(x), torch.tensor(y))
+    tloss.backward()
+    assert abs(tloss.item() - loss.item()) < 1e-5
+    grads = dict(tm.named_parameters())
+    for name, p in model.named_parameters():
+        _close(grads[name].grad.numpy(), p.grad)
+
+
+def test_gpt_flops_estimate_for_the_baby_config():
+    from tinyllm.bench.suites import BABY, gpt_flops
+
+    # nanoGPT: N = 801,664 parameters without wpe; (6N + 12*4*4*32*64) * 64 * 12
+    assert gpt_flops(BABY) == (6 * 801_664 + 12 * 4 * 4 * 32 * 64) * 64 * 12
+
+
+def test_bench_main_quick_writes_a_table(tmp_path, capsys):
+    from tinyllm.bench import main
+
+    out = tmp_path / "bench.md"
+    assert main(["--quick", "--suite", "gpt,mlp,generate,matmul", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| tinyllm |" in text and "numpy by hand" in text and "## Machine" in text
+    assert "same tokens" in text and "| yes |" in text
+    assert "GPT training step" in capsys.readouterr().out
+
+
+def test_bench_main_rejects_unknown_suites(capsys):
+    from tinyllm.bench import main
+
+    assert main(["--suite", "nope", "--no-write"]) == 2
+    assert "unknown suite" in capsys.readouterr().err

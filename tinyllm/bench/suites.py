@@ -1,0 +1,495 @@
+"""The benchmark suites: each ``suite_<name>(opts)`` returns a list of ``Table``.
+
+gpt       the baby-config training step (tinyllm, NumPy by hand, PyTorch, DeZero when present)
+mlp       784-1000-1000-10 ReLU MLP, SGD step (tinyllm, NumPy by hand, PyTorch, DeZero)
+generate  200 greedy tokens with and without the key/value cache
+bpe       byte-level BPE training, 1,000 merges on Tiny Shakespeare
+memory    peak memory of one training step (tracemalloc and RSS), fresh subprocesses
+matmul    float32 GEMM GFLOP/s (the machine's ceiling and the baby step's shapes)
+malloc    tinyllm's glibc ``mallopt`` tuning on and off (TINYLLM_MALLOPT), subprocesses
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+
+from tinyllm.bench.harness import Table, interleave, peak_rss_kib, reset_peak_rss, rss_kib
+
+BABY = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, batch=12)
+QUICK = dict(vocab_size=65, block_size=16, n_layer=2, n_head=2, n_embd=32, batch=2)
+LR, BETAS, WD, CLIP = 1e-3, (0.9, 0.99), 0.1, 1.0
+
+
+@dataclass
+class Options:
+    rounds: int = 30
+    warmup: int = 3
+    threads: int | None = None
+    quick: bool = False
+    device: str = "cpu"
+
+
+def have_torch() -> bool:
+    try:
+        import torch  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def have_dezero() -> bool:
+    try:
+        _import_dezero()
+    except ImportError:
+        return False
+    return True
+
+
+def _import_dezero():
+    if not hasattr(np, "int"):  # DeZero 0.0.13 uses the alias that NumPy 1.24 removed
+        np.int = int
+    import dezero  # noqa: PLC0415
+
+    return dezero
+
+
+def _sync(opts):
+    if opts.device != "cuda":
+        return None
+    import cupy  # noqa: PLC0415
+
+    fns = [cupy.cuda.Device().synchronize]
+    if have_torch():
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            fns.append(torch.cuda.synchronize)
+    return lambda: [f() for f in fns]
+
+
+def _ms(x):
+    return f"{x * 1e3:.1f}" if x < 10 else f"{x:.2f} s"
+
+
+def _step_table(title, stats, baseline, flops=None, notes=()):
+    cols = ["implementation", "median ms", "min ms", "max ms", f"ratio to {baseline}"]
+    if flops:
+        cols.append("GFLOP/s")
+    t = Table(title, cols, notes=list(notes))
+    base = stats[baseline].median
+    for name, s in stats.items():
+        row = [name, f"{s.median * 1e3:.1f}", f"{s.min * 1e3:.1f}", f"{s.max * 1e3:.1f}",
+               f"{s.median / base:.2f}x"]
+        if flops:
+            row.append(f"{flops / s.median / 1e9:.1f}")
+        t.rows.append(row)
+    return t
+
+
+# ---------------------------------------------------------------------------- GPT step
+def gpt_flops(c: dict) -> float:
+    """nanoGPT's estimate per training step: (6 N + 12 L H D T) * T * B with N the parameters
+    without the position table (the tied token table counts once, as the LM head)."""
+    v, t, nl, h, ce = (c[k] for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"))
+    n = v * ce + nl * (12 * ce * ce + 13 * ce) + 2 * ce
+    return (6 * n + 12 * nl * h * (ce // h) * t) * t * c["batch"]
+
+
+def make_gpt(c: dict, seed=0, device="cpu"):
+    """tinyllm GPT (tanh GELU), its optimizer, the weights as NumPy, and one train-step closure."""
+    import tinyllm as tl  # noqa: PLC0415
+    from tinyllm.models.gpt import GPT, GPTConfig  # noqa: PLC0415
+    from tinyllm.optim import clip_grad_norm_  # noqa: PLC0415
+
+    tl.manual_seed(seed)
+    cfg = GPTConfig(**{k: v for k, v in c.items() if k != "batch"}, activation="gelu_tanh")
+    model = GPT(cfg)
+    state = {k: _host(v) for k, v in model.state_dict().items()}
+    if device != "cpu":
+        model.to(device)
+    opt = model.configure_optimizers(weight_decay=WD, lr=LR, betas=BETAS)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
+    y = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
+    xd, yd = (tl.tensor(a, device=device) for a in (x, y))
+
+    def step():
+        opt.zero_grad()
+        _, loss = model(xd, yd)
+        loss.backward()
+        clip_grad_norm_(params, CLIP)
+        opt.step()
+        return loss
+
+    return cfg, model, state, (x, y), step
+
+
+def _host(a):
+    a = getattr(a, "data", a)
+    return a.get() if hasattr(a, "get") else np.array(a)
+
+
+def make_numpy_gpt(cfg, state, batch):
+    from tinyllm.bench.numpy_gpt import NumpyGPT  # noqa: PLC0415
+
+    ref = NumpyGPT.from_config(cfg, lr=LR, betas=BETAS, weight_decay=WD, grad_clip=CLIP)
+    ref.load_state(state)
+    x, y = batch
+    return lambda: ref.train_step(x, y)
+
+
+def make_torch_gpt(cfg, state, batch, device="cpu"):
+    import torch  # noqa: PLC0415
+
+    from tinyllm.bench.torch_ref import TorchGPT, make_gpt_optimizer, torch_state  # noqa: PLC0415
+
+    model = TorchGPT.from_config(cfg).to(device)
+    model.load_state_dict(torch_state(state, device))
+    opt = make_gpt_optimizer(model, LR, BETAS, WD)
+    x, y = (torch.tensor(a, device=device) for a in batch)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+
+    return step
+
+
+def suite_gpt(opts: Options) -> list:
+    c = QUICK if opts.quick else BABY
+    cfg, _, state, batch, tl_step = make_gpt(c, device=opts.device)
+    fns = {"tinyllm": tl_step}
+    notes = [f"config: vocab {c['vocab_size']}, block {c['block_size']}, batch {c['batch']}, "
+             f"{c['n_layer']} layers, {c['n_head']} heads, {c['n_embd']} wide, dropout 0, "
+             "GELU tanh approximation in all implementations, AdamW (lr 1e-3, betas 0.9/0.99, "
+             "wd 0.1 on matrices) + global-norm clipping 1.0, float32, same initial weights",
+             f"FLOP per step (nanoGPT's 6N + 12LHDT per token): {gpt_flops(c) / 1e9:.3f} GFLOP"]
+    if opts.device == "cpu":
+        fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
+    if have_torch():
+        fns["pytorch eager"] = make_torch_gpt(cfg, state, batch, opts.device)
+    # TODO(bench): a DeZero GPT (DeZero has no LayerNorm, batched matmul or causal softmax:
+    # they would have to be written as DeZero Functions); the DeZero comparison is the MLP's.
+    notes.append("DeZero: GPT not implemented (TODO); see the MLP table")
+    stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
+    base = "pytorch eager" if "pytorch eager" in stats else "numpy by hand"
+    return [_step_table(f"GPT training step ({opts.device})", stats, base, gpt_flops(c), notes)]
+
+
+# ---------------------------------------------------------------------------- MLP step
+def make_mlp(sizes, batch, seed=0, device="cpu"):
+    import tinyllm as tl  # noqa: PLC0415
+    from tinyllm import functional as F  # noqa: PLC0415
+    from tinyllm import nn  # noqa: PLC0415
+    from tinyllm.optim import SGD  # noqa: PLC0415
+
+    tl.manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    model = nn.Sequential(*layers)
+    state = {k: _host(v) for k, v in model.state_dict().items()}
+    if device != "cpu":
+        model.to(device)
+    opt = SGD(model.parameters(), lr=0.01)
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, sizes[0]), dtype=np.float32)
+    y = rng.integers(0, sizes[-1], batch)
+    xd, yd = tl.tensor(x, device=device), tl.tensor(y, device=device)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xd), yd)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return model, state, (x, y), step
+
+
+def suite_mlp(opts: Options) -> list:
+    sizes, batch = ((64, 128, 128, 10), 16) if opts.quick else ((784, 1000, 1000, 10), 100)
+    _, state, (x, y), tl_step = make_mlp(sizes, batch, device=opts.device)
+    fns = {"tinyllm": tl_step}
+    notes = [f"sizes {'-'.join(map(str, sizes))}, ReLU, batch {batch}, mean cross-entropy, "
+             "SGD lr 0.01, float32"]
+    if opts.device == "cpu":
+        from tinyllm.bench.numpy_gpt import NumpyMLP  # noqa: PLC0415
+
+        ref = NumpyMLP(sizes, lr=0.01)
+        ref.load_state(state)
+        fns["numpy by hand"] = lambda: ref.train_step(x, y)
+    if have_torch():
+        import torch  # noqa: PLC0415
+
+        from tinyllm.bench.torch_ref import TorchMLP, torch_state  # noqa: PLC0415
+
+        tm = TorchMLP(sizes).to(opts.device)
+        tm.load_state_dict(torch_state(state, opts.device))
+        topt = torch.optim.SGD(tm.parameters(), lr=0.01)
+        xt, yt = torch.tensor(x, device=opts.device), torch.tensor(y, device=opts.device)
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(tm(xt), yt).backward()
+            topt.step()
+
+        fns["pytorch eager"] = torch_step
+    if opts.device == "cpu" and have_dezero():
+        fns["dezero"] = _dezero_mlp(sizes, state, x, y)
+        notes.append("DeZero's weights cast to float32 (under NumPy 2 its initialiser makes "
+                     "float64)")
+    elif opts.device == "cpu":
+        notes.append("DeZero not installed: skipped (pip install dezero)")
+    stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
+    base = "pytorch eager" if "pytorch eager" in stats else "numpy by hand"
+    flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return [_step_table(f"MLP training step ({opts.device})", stats, base, flops, notes)]
+
+
+def _dezero_mlp(sizes, state, x, y):
+    _import_dezero()
+    import dezero.functions as DF  # noqa: PLC0415
+    from dezero import models, optimizers  # noqa: PLC0415
+
+    m = models.MLP(tuple(sizes[1:]))
+    m(x)  # DeZero initialises its weights on the first call
+    for i in range(len(sizes) - 1):
+        layer = getattr(m, f"l{i}")
+        layer.W.data = state[f"{2 * i}.weight"].T.astype(np.float32)  # DeZero's W is (in, out)
+        layer.b.data = state[f"{2 * i}.bias"].astype(np.float32)
+    opt = optimizers.SGD(lr=0.01).setup(m)
+
+    def step():
+        loss = DF.softmax_cross_entropy(m(x), y)
+        m.cleargrads()
+        loss.backward()
+        opt.update()
+
+    return step
+
+
+# ---------------------------------------------------------------------------- generation
+def suite_generate(opts: Options) -> list:
+    new = 16 if opts.quick else 200
+    base = QUICK if opts.quick else BABY
+    rounds = max(2, min(opts.rounds, 2 if opts.quick else 5))
+    t = Table(f"Generation, {new} greedy tokens, batch 1, 1-token prompt ({opts.device})",
+              ["model", "with cache ms/token", "without cache ms/token", "speedup",
+               "same tokens"])
+    blocks = [new + 1] if opts.quick else [256, base["block_size"]]
+    for block in blocks:
+        c = dict(base, block_size=block)
+        _, model, _, _, _ = make_gpt(c, device=opts.device)
+        model.eval()
+        prompt = np.zeros((1, 1), dtype=np.int64)
+        out = {}
+
+        def run(cache, key, model=model, prompt=prompt, out=out):
+            out[key] = model.generate(prompt, new, use_cache=cache)
+
+        stats = interleave({"cache": lambda: run(True, "c"), "nocache": lambda: run(False, "n")},
+                           rounds, warmup=1, sync=_sync(opts))
+        same = bool(np.array_equal(out["c"], out["n"]))
+        assert same, "generation with and without the KV cache gave different tokens"
+        sc, sn = stats["cache"].median, stats["nocache"].median
+        t.rows.append([f"baby, block_size {block}", f"{sc / new * 1e3:.2f}",
+                       f"{sn / new * 1e3:.2f}", f"{sn / sc:.1f}x", "yes" if same else "NO"])
+    t.notes.append("medians of whole generate() calls divided by the tokens; random weights")
+    if not opts.quick:
+        t.notes.append(f"block_size {base['block_size']} (the preset) cannot hold 201 positions:"
+                       " after 64 the cache is dropped and the context recomputed (nanoGPT's "
+                       "cropping), so the cache helps only the first 63 tokens")
+    return [t]
+
+
+# ---------------------------------------------------------------------------- BPE
+def suite_bpe(opts: Options) -> list:
+    from tinyllm.data import load_corpus  # noqa: PLC0415
+    from tinyllm.tokenizers.bpe import train_bpe  # noqa: PLC0415
+
+    t = Table("BPE training (byte-level, GPT-2 pre-tokenizer)",
+              ["text", "merges", "median s", "min s", "max s"])
+    try:
+        text = load_corpus("tinyshakespeare", download_missing=False)
+    except Exception as e:  # noqa: BLE001  (absent corpus: a note, not a failure)
+        t.notes.append(f"skipped: Tiny Shakespeare not found ({str(e).splitlines()[0][:160]}); "
+                       "set TINYLLM_DATA_DIR")
+        return [t]
+    merges = 50 if opts.quick else 1000
+    if opts.quick:
+        text = text[:20000]
+    rounds = 1 if opts.quick else max(1, min(opts.rounds, 3))
+    stats = interleave({"bpe": lambda: train_bpe(text, 256 + merges)}, rounds, warmup=0)["bpe"]
+    t.rows.append([f"Tiny Shakespeare, {len(text):,} chars", merges, f"{stats.median:.2f}",
+                   f"{stats.min:.2f}", f"{stats.max:.2f}"])
+    return [t]
+
+
+# ---------------------------------------------------------------------------- matmul
+def suite_matmul(opts: Options) -> list:
+    c = QUICK if opts.quick else BABY
+    n, ce, v, h, tb = c["batch"] * c["block_size"], c["n_embd"], c["vocab_size"], c["n_head"], \
+        c["block_size"]
+    big = 256 if opts.quick else 1024
+    shapes = [(f"{big}x{big} @ {big}x{big}", (big, big), (big, big)),
+              (f"qkv {n}x{ce} @ {ce}x{3 * ce}", (n, ce), (ce, 3 * ce)),
+              (f"mlp fc {n}x{ce} @ {ce}x{4 * ce}", (n, ce), (ce, 4 * ce)),
+              (f"mlp proj {n}x{4 * ce} @ {4 * ce}x{ce}", (n, 4 * ce), (4 * ce, ce)),
+              (f"head {n}x{ce} @ {ce}x{v}", (n, ce), (ce, v)),
+              (f"attention {c['batch'] * h}x({tb}x{ce // h} @ {ce // h}x{tb})",
+               (c["batch"] * h, tb, ce // h), (c["batch"] * h, ce // h, tb))]
+    torch = None
+    if have_torch():
+        import torch  # noqa: PLC0415
+    xp = np
+    if opts.device == "cuda":
+        import cupy as xp  # noqa: PLC0415
+    cols = ["shape", f"{'cupy' if xp is not np else 'numpy'} GFLOP/s", "min-max"]
+    if torch is not None:
+        cols += ["pytorch GFLOP/s", "min-max"]
+    t = Table(f"float32 matmul ({opts.device})", cols)
+    rng = np.random.default_rng(0)
+    for label, sa, sb in shapes:
+        a, b = (rng.standard_normal(s, dtype=np.float32) for s in (sa, sb))
+        flops = 2 * math.prod(sa) * sb[-1]
+        ad, bd = xp.asarray(a), xp.asarray(b)
+        fns = {"np": lambda ad=ad, bd=bd: ad @ bd}
+        if torch is not None:
+            ta, tb_ = (torch.tensor(z, device=opts.device) for z in (a, b))
+            fns["torch"] = lambda ta=ta, tb_=tb_: ta @ tb_
+        reps = max(1, int(2e8 // flops)) if not opts.quick else 1
+        loop = {k: (lambda f=f, reps=reps: [f() for _ in range(reps)]) for k, f in fns.items()}
+        stats = interleave(loop, opts.rounds, opts.warmup, _sync(opts))
+        row = [label]
+        for k in fns:
+            s = stats[k]
+            row += [f"{flops * reps / s.median / 1e9:.1f}",
+                    f"{flops * reps / s.max / 1e9:.0f}-{flops * reps / s.min / 1e9:.0f}"]
+        t.rows.append(row)
+    t.notes.append("small shapes are repeated within one timing so that each sample is ~0.2 GFLOP")
+    return [t]
+
+
+# ---------------------------------------------------------------------------- memory
+def memory_child(impl: str, quick: bool) -> dict:
+    """In a fresh process: cold first-step RSS growth, steady-step tracemalloc peak and RSS."""
+    c = QUICK if quick else BABY
+    cfg, _, state, batch, tl_step = make_gpt(c)
+    step = {"tinyllm": tl_step, "numpy by hand": lambda: make_numpy_gpt(cfg, state, batch),
+            "pytorch eager": lambda: make_torch_gpt(cfg, state, batch)}[impl]
+    if impl != "tinyllm":
+        del tl_step
+        step = step()
+    rss0 = rss_kib()
+    ok = reset_peak_rss()
+    step()
+    cold = (peak_rss_kib() - rss0) if ok and rss0 else None
+    step()
+    rss1 = rss_kib()
+    reset_peak_rss()
+    step()
+    steady = (peak_rss_kib() - rss1) if ok and rss1 else None
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"cold_kib": cold, "steady_kib": steady, "traced_peak": peak, "rss_kib": rss_kib()}
+
+
+def _child(code: str, env=None, timeout=600, threads=None) -> dict:
+    env = {**os.environ, **(env or {})}
+    if threads:  # the parent's thread limit, for the child's BLAS and OpenMP
+        env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=timeout)
+    if out.returncode:
+        raise RuntimeError(f"benchmark subprocess failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def suite_memory(opts: Options) -> list:
+    impls = ["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+    t = Table("Peak memory of one GPT training step (fresh process each)",
+              ["implementation", "tracemalloc peak MiB", "ratio to numpy", "cold step RSS +MiB",
+               "steady step RSS +MiB", "process RSS MiB"])
+    res = {}
+    for impl in impls:
+        code = ("import json; from tinyllm.bench.suites import memory_child; "
+                f"print(json.dumps(memory_child({impl!r}, {opts.quick!r})))")
+        res[impl] = _child(code, threads=opts.threads)
+    base = res["numpy by hand"]["traced_peak"]
+    mib = lambda k: "n/a" if k is None else f"{k / 1024:.1f}"
+    for impl, r in res.items():
+        traced = r["traced_peak"] if impl != "pytorch eager" else None
+        t.rows.append([impl, mib(traced and traced / 1024),
+                       f"{traced / base:.2f}x" if traced else "n/a",
+                       mib(r["cold_kib"]), mib(r["steady_kib"]), mib(r["rss_kib"])])
+    t.notes += ["tracemalloc peak: NumPy reports its array allocations to tracemalloc, so this "
+                "is the most the step allocated beyond what existed before it (steady state, "
+                "after two steps); PyTorch's allocator is invisible to tracemalloc",
+                "RSS from /proc/self/status (VmHWM after resetting it via /proc/self/clear_refs)"
+                "; cold = the first step (includes the optimizer state), steady = the third; "
+                "glibc keeps freed memory, so steady RSS growth is near zero when the heap is "
+                "reused"]
+    return [t]
+
+
+# ---------------------------------------------------------------------------- malloc
+def malloc_child(rounds: int, quick: bool) -> dict:
+    import resource  # noqa: PLC0415
+
+    c = QUICK if quick else BABY
+    cfg, _, state, batch, tl_step = make_gpt(c)
+    fns = {"tinyllm": tl_step, "numpy by hand": make_numpy_gpt(cfg, state, batch)}
+    faults = {}
+    for name, f in fns.items():
+        f()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        f()
+        faults[name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    stats = interleave(fns, rounds, warmup=2)
+    return {n: {"median": s.median, "faults": faults[n]} for n, s in stats.items()}
+
+
+def suite_malloc(opts: Options) -> list:
+    reps = 1 if opts.quick else 3
+    rounds = 3 if opts.quick else max(5, opts.rounds // 3)
+    runs = {"1": [], "0": []}
+    for _ in range(reps):  # alternate the settings so that drift hits both
+        for flag in ("1", "0"):
+            code = ("import json; from tinyllm.bench.suites import malloc_child; "
+                    f"print(json.dumps(malloc_child({rounds}, {opts.quick!r})))")
+            runs[flag].append(_child(code, env={"TINYLLM_MALLOPT": flag}, threads=opts.threads))
+    t = Table("glibc malloc tuning (tinyllm.backend sets mallopt at import; TINYLLM_MALLOPT=0 "
+              "turns it off)", ["implementation", "mallopt on ms", "mallopt off ms",
+                                "off / on", "page faults/step on", "off"])
+    for impl in runs["1"][0]:
+        on = float(np.median([r[impl]["median"] for r in runs["1"]]))
+        off = float(np.median([r[impl]["median"] for r in runs["0"]]))
+        t.rows.append([impl, f"{on * 1e3:.1f}", f"{off * 1e3:.1f}", f"{off / on:.2f}x",
+                       runs["1"][0][impl]["faults"], runs["0"][0][impl]["faults"]])
+    t.notes.append(f"{reps} subprocess(es) per setting, alternating, {rounds} interleaved rounds "
+                   "each; the setting applies to the whole process, so the NumPy reference "
+                   "benefits as well")
+    return [t]
+
+
+SUITES = {"gpt": suite_gpt, "mlp": suite_mlp, "generate": suite_generate, "bpe": suite_bpe,
+          "memory": suite_memory, "matmul": suite_matmul, "malloc": suite_malloc}
+CPU_ONLY = {"bpe", "memory", "malloc"}
