@@ -172,6 +172,15 @@ def rng() -> np.random.Generator:
 def scatter_add(target, index, values) -> None:
     """``target[index] += values`` where repeated indices add up (``np.add.at``), in place."""
     if isinstance(target, np.ndarray):
+        if (isinstance(index, np.ndarray) and index.ndim == 1 and target.ndim == 2
+                and values.ndim == 2 and index.size > 64 and index.min() >= 0):
+            # rows of a table (the embedding gradient): sort the ids and sum each run of equal
+            # ids with one reduceat, several times faster than add.at's element-wise loop
+            order = np.argsort(index, kind="stable")
+            ids = index[order]
+            starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+            target[ids[starts]] += np.add.reduceat(values[order], starts, axis=0)
+            return
         np.add.at(target, index, values)
     else:
         import cupyx  # noqa: PLC0415

@@ -129,20 +129,44 @@ class GELU(Function):
         xp = get_array_module(x)
         self.x = x
         if self.approximate == "tanh":
-            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            return 0.5 * x * (1 + self.t)
+            t = x * x  # in place from here on: GELU runs on the widest activations (B, T, 4C)
+            t *= 0.044715
+            t += 1
+            t *= x
+            t *= _SQRT_2_OVER_PI
+            self.t = xp.tanh(t, out=t)
+            y = t + 1
+            y *= x
+            y *= 0.5
+            return y
         e, gauss = _erf_and_gauss(x * (1 / math.sqrt(2)))
-        self.cdf = 0.5 * (1 + e)
-        self.pdf = gauss * _INV_SQRT_2PI  # exp(-x^2/2) / sqrt(2 pi)
+        e += 1
+        e *= 0.5
+        self.cdf = e
+        gauss *= _INV_SQRT_2PI
+        self.pdf = gauss  # exp(-x^2/2) / sqrt(2 pi)
         return x * self.cdf
 
     def backward(self, gy):
         x = self.x
+        xp = get_array_module(x)
         if self.approximate == "tanh":
             t = self.t
-            inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
-            return (gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * inner),)
-        return (gy * (self.cdf + x * self.pdf),)
+            d = x * x  # d/dx of the tanh argument: sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+            d += _SQRT_2_OVER_PI
+            one_minus_t2 = t * t
+            xp.subtract(1, one_minus_t2, out=one_minus_t2)
+            d *= one_minus_t2
+            d *= x
+            d += t
+            d += 1
+            d *= 0.5
+        else:
+            d = x * self.pdf
+            d += self.cdf
+        d *= gy
+        return (d,)
 
 
 def gelu(x, approximate: str = "none") -> Tensor:
@@ -290,13 +314,17 @@ class LayerNorm(Function):
 
     def forward(self, x, w, b):
         xp = get_array_module(x)
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(axis=-1, keepdims=True)
-        rstd = 1 / xp.sqrt(var + x.dtype.type(self.eps))
-        xhat = xc * rstd
+        xhat = x - x.mean(axis=-1, keepdims=True)
+        var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]  # row dot products, no temporary
+        var *= 1 / x.shape[-1]
+        var += self.eps
+        rstd = xp.sqrt(var, out=var)
+        xp.reciprocal(rstd, out=rstd)
+        xhat *= rstd
         self.xhat, self.rstd, self.w = xhat, rstd, w
-        return xhat * w + b
+        y = xhat * w
+        y += b
+        return y
 
     def backward(self, gy):
         xhat, rstd, w = self.xhat, self.rstd, self.w
@@ -405,20 +433,23 @@ def causal_mask(t: int, s: int | None = None, xp=None):
 
 
 def _attention_bias(xp, mask, is_causal, t, s, dtype):
-    """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative."""
+    """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative.
+
+    A finite negative (not -inf) keeps a row whose keys are all masked finite (uniform weights,
+    as Hugging Face's BERT does) instead of NaN. The causal-only bias is cached per shape.
+    """
+    neg = xp.finfo(dtype).min
+    if is_causal and mask is None:
+        key = (t, s, dtype, xp.__name__)
+        bias = _causal_cache.get(key)
+        if bias is None:
+            bias = _causal_cache[key] = xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
+        return bias
     if is_causal:
-        cm = causal_mask(t, s, xp)
-        mask = cm if mask is None else (mask & cm)
-        if mask is cm:  # the common case: cache it
-            key = (t, s, dtype, xp.__name__)
-            bias = _causal_cache.get(key)
-            if bias is None:
-                bias = xp.where(cm, dtype.type(0), xp.finfo(dtype).min).astype(dtype)
-                _causal_cache[key] = bias
-            return bias
+        mask = mask & causal_mask(t, s, xp)
     if mask is None:
         return None
-    return xp.where(mask, dtype.type(0), xp.finfo(dtype).min).astype(dtype)
+    return xp.where(mask, dtype.type(0), neg).astype(dtype)
 
 
 class ScaledDotProductAttention(Function):
