@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,10 +190,14 @@ def find_regions(source: str, path: str = "<string>") -> list[Region]:
     return regions
 
 
+_PARSE_LOCK = threading.Lock()  # CPython 3.11's ast.parse is not safe in parallel threads
+
+
 def _scopes(source: str, path: str) -> list[tuple[str, int, int]]:
     """(qualname, first line, last line) of every function and class in ``source``."""
     try:
-        tree = ast.parse(source, filename=path)
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=path)
     except SyntaxError as e:
         raise RegionError(path, e.lineno or 0, f"cannot parse: {e.msg}") from None
     out = []

@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 
 from tinyllm.course.registry import (
+    _PARSE_LOCK,
     PACKAGE,
     REPO_ROOT,
     Registry,
@@ -85,7 +86,8 @@ def stub_regions(source: str, exercise_ids=None, registry: Registry | None = Non
                 f"{r.indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})\n")
         lines[r.begin - 1: r.end] = [stub]
     out = "".join(lines)
-    compile(out, name, "exec")  # a SyntaxError here names the file: the region was misplaced
+    with _PARSE_LOCK:  # a SyntaxError here names the file: the region was misplaced
+        compile(out, name, "exec")
     return out
 
 
