@@ -21,8 +21,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 
 @dataclass(frozen=True)
 class CorpusInfo:
@@ -109,6 +107,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, opene
         with os.fdopen(fd, "wb") as out, opener(url) as resp:
             headers = getattr(resp, "headers", None)
             total = headers.get("Content-Length") if headers is not None else None
+            from tqdm import tqdm  # noqa: PLC0415 (only when downloading)
+
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                       desc=dest.name, disable=not progress) as bar:
                 while block := resp.read(1 << 16):
