@@ -301,7 +301,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     max_iters, intervals, device, ...). Raises ``ConfigError`` for bad settings,
     ``CheckpointError`` for a damaged run folder, ``TrainingDiverged`` when the loss stops being
     finite, ``TrainingInterrupted`` after Ctrl-C (a checkpoint is saved first)."""
-    from tinyllm.optim import clip_grad_norm_
+    from tinyllm.train.step import train_step
 
     run = _prepare(cfg, resume, overrides, out)
     cfg, task, opt, model = run.cfg, run.task, run.opt, run.task.model
@@ -330,8 +330,6 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
                         f"interrupted at step {run.step}; checkpoint saved in {run.out}. "
                         f"Continue with: tinyllm train --resume {run.out}")
                 lr = run.lr(run.step)
-                for g in opt.param_groups:
-                    g["lr"] = lr
                 inputs, ntok = task.batch("train", run.batch_rng)
                 # overflow is checked explicitly (the loss, and the weights before each save)
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -343,11 +341,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
                             f"loss was {run.last_loss} at step {run.step}); stopping. "
                             f"{run.kept()}. Lower lr ({cfg.lr}) or check grad_clip "
                             f"({cfg.grad_clip})")
-                    opt.zero_grad()
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
+                    train_step(loss, opt, params, lr, cfg.grad_clip)
                 run.step += 1
                 run.tokens += ntok
                 run.last_loss = value

@@ -1,0 +1,172 @@
+"""GPT.from_pretrained / save_pretrained against a tiny Hugging Face GPT-2.
+
+The fixture tests/fixtures/gpt2_tiny was written by ``transformers`` (make_gpt2_tiny.py, beside
+it): its weights, the logits for two prompts and the greedy and beam-search continuations with
+the exact ``generate`` keywords. These tests need neither PyTorch nor transformers.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinyllm as tl
+from tinyllm.models import GPT, GPTConfig, beam_search
+
+FIXTURE = Path(__file__).parent / "fixtures" / "gpt2_tiny"
+NEEDED = ("config.json", "model.safetensors", "expected.json", "expected.safetensors")
+
+pytestmark = pytest.mark.skipif(
+    not all((FIXTURE / f).is_file() for f in NEEDED),
+    reason=f"the gpt2_tiny fixture ({', '.join(NEEDED)} in {FIXTURE}) is missing; "
+           "make it with tests/fixtures/gpt2_tiny/make_gpt2_tiny.py")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return json.loads((FIXTURE / "expected.json").read_text()), tl.load(FIXTURE / "expected.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return GPT.from_pretrained(FIXTURE)
+
+
+def _generate_kwargs(kwargs):
+    """transformers' generate keywords that tinyllm's generate takes (all of the recorded ones)."""
+    kw = dict(kwargs)
+    max_new = kw.pop("max_new_tokens")
+    return max_new, kw
+
+
+def test_config(model):
+    cfg = json.loads((FIXTURE / "config.json").read_text())
+    c = model.config
+    assert (c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd) == (
+        cfg["vocab_size"], cfg["n_positions"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"])
+    assert c.activation == "gelu_new" and c.layer_norm_eps == cfg["layer_norm_epsilon"]
+    assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+def test_logits(model, expected):
+    _, arrays = expected
+    logits = model(arrays["input_ids"]).numpy()
+    np.testing.assert_allclose(logits, arrays["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy(model, expected, use_cache):
+    meta, arrays = expected
+    max_new, kw = _generate_kwargs(meta["greedy"]["kwargs"])
+    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
+    np.testing.assert_array_equal(out, arrays["greedy_sequences"])
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("name", ["beam1", "beam2"])
+def test_beam(model, expected, name, use_cache):
+    meta, arrays = expected
+    record = next(r for r in meta["beam"] if r["name"] == name)
+    max_new, kw = _generate_kwargs(record["kwargs"])
+    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
+    np.testing.assert_array_equal(out, arrays[f"{name}_sequences"])
+    with tl.no_grad():
+        _, scores = beam_search(model, arrays["input_ids"], max_new, kw["num_beams"],
+                                kw["num_return_sequences"])
+    np.testing.assert_allclose(scores, arrays[f"{name}_scores"], atol=1e-4)
+
+
+def test_save_round_trip(model, expected, tmp_path):
+    _, arrays = expected
+    model.save_pretrained(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    # the same names, shapes and values as the file transformers wrote
+    ours, theirs = tl.load(tmp_path / "out" / "model.safetensors"), tl.load(FIXTURE / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for k in theirs:
+        np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+    cfg, ref = (json.loads(p.read_text()) for p in (tmp_path / "out" / "config.json",
+                                                     FIXTURE / "config.json"))
+    for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "activation_function",
+              "layer_norm_epsilon", "model_type", "tie_word_embeddings"):
+        assert cfg[k] == ref[k], k
+    again = GPT.from_pretrained(tmp_path / "out")
+    assert again.config == model.config
+    np.testing.assert_array_equal(again(arrays["input_ids"]).numpy(), model(arrays["input_ids"]).numpy())
+
+
+def test_round_trip_fresh_model(tmp_path, rng):
+    tl.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=20, block_size=9, n_layer=3, n_head=2, n_embd=8, activation="gelu"))
+    m.save_pretrained(tmp_path)
+    back = GPT.from_pretrained(tmp_path)
+    assert back.config == m.config
+    for (n, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=n)
+    with pytest.raises(ValueError, match="bias=False"):
+        GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4,
+                      bias=False)).save_pretrained(tmp_path / "nobias")
+
+
+def _copy_fixture(tmp_path, edit_weights=None, edit_config=None):
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    shutil.copy(FIXTURE / "config.json", d)
+    shutil.copy(FIXTURE / "model.safetensors", d)
+    if edit_weights:
+        w = tl.load(d / "model.safetensors")
+        edit_weights(w)
+        tl.save(w, d / "model.safetensors")
+    if edit_config:
+        cfg = json.loads((d / "config.json").read_text())
+        edit_config(cfg)
+        (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_loads_without_prefix_and_with_buffers_and_lm_head(tmp_path, model, expected):
+    def edit(w):
+        for k in list(w):
+            w[k[len("transformer."):]] = w.pop(k)
+        w["h.0.attn.bias"] = np.tril(np.ones((1, 1, 32, 32), dtype=np.float32))
+        w["h.0.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+        w["lm_head.weight"] = w["wte.weight"].copy()
+
+    m = GPT.from_pretrained(_copy_fixture(tmp_path, edit))
+    ids = expected[1]["input_ids"]
+    np.testing.assert_array_equal(m(ids).numpy(), model(ids).numpy())
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda w: w.pop("transformer.h.1.mlp.c_fc.bias"), "missing keys.*h.1.mlp.c_fc.bias"),
+    (lambda w: w.update({"transformer.h.2.ln_1.weight": np.ones(48, np.float32)}),
+     "unexpected keys.*h.2.ln_1.weight"),
+    (lambda w: w.update({"transformer.h.0.attn.c_attn.weight": np.zeros((144, 48), np.float32)}),
+     r"h.0.attn.c_attn.weight: expected \(48, 144\), got \(144, 48\)"),
+    (lambda w: w.update({"lm_head.weight": w["transformer.wte.weight"] + 1}), "lm_head.weight"),
+])
+def test_bad_weights(tmp_path, edit, match):
+    d = _copy_fixture(tmp_path, edit)
+    with pytest.raises(ValueError, match=match) as info:
+        GPT.from_pretrained(d)
+    assert "model.safetensors" in str(info.value)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(activation_function="swish"), "activation_function"),
+    (lambda c: c.update(n_inner=100), "n_inner"),
+    (lambda c: c.update(model_type="bert"), "model_type"),
+    (lambda c: c.pop("n_head"), "n_head"),
+    (lambda c: c.update(n_layer=3), "missing keys.*h.2"),
+])
+def test_bad_config(tmp_path, edit, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        GPT.from_pretrained(_copy_fixture(tmp_path, edit_config=edit))
+
+
+def test_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        GPT.from_pretrained(tmp_path)
