@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
-from tinyllm.models import GPT, PRESETS, GPTConfig, training_defaults
+from tinyllm.models import GPT, PRESETS, GPTConfig
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
@@ -44,7 +44,11 @@ def test_presets():
     assert sizes(big) == (256, 6, 6, 384, 0.2)
     assert GPTConfig.from_preset("shakespeare-char", vocab_size=65, dropout=0.0).dropout == 0.0
     assert set(PRESETS) >= {"baby-shakespeare", "shakespeare-char"}
-    assert training_defaults("shakespeare-char")["learning_rate"] == 1e-3
+    from tinyllm.train.presets import preset_config
+
+    train_cfg = preset_config("shakespeare-char")  # the trainer's preset uses the same architecture
+    assert (train_cfg.block_size, train_cfg.n_layer, train_cfg.n_head, train_cfg.n_embd) == sizes(big)[:4]
+    assert train_cfg.lr == 1e-3
     # 12 C^2 per block + embeddings + biases and LayerNorms: nanoGPT's 10.65M for shakespeare-char
     n = 6 * (12 * 384**2 + 13 * 384) + 65 * 384 + 256 * 384 + 2 * 384
     assert GPT(big).num_parameters() == n

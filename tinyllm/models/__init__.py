@@ -12,4 +12,4 @@ from tinyllm.models.generation import (
     top_p_filter,
 )
 from tinyllm.models.gpt import GPT, GPTConfig
-from tinyllm.models.presets import PRESETS, preset_config, training_defaults
+from tinyllm.models.presets import PRESETS, preset_config

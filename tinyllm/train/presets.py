@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import copy
 
+from tinyllm.models.presets import preset_config as gpt_preset
 from tinyllm.train.config import ConfigError, TrainConfig, apply_overrides
 
 __all__ = ["PRESETS", "preset_names", "preset_config"]
+
+def _gpt(name: str) -> dict:
+    """The architecture of GPT preset ``name`` (tinyllm.models.presets), as TrainConfig keys."""
+    arch = gpt_preset(name)
+    return {k: arch[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")}
+
 
 _NANOGPT_OPT = dict(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1, betas=(0.9, 0.99),
                     grad_clip=1.0)
@@ -20,15 +27,15 @@ _NANOGPT_OPT = dict(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1, be
 PRESETS: dict[str, dict] = {
     "baby-shakespeare": {
         "about": "GPT, characters of Tiny Shakespeare, 0.8M parameters: minutes on a laptop CPU",
-        "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char", n_layer=4,
-                       n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=12,
+        "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char",
+                       **_gpt("baby-shakespeare"), batch_size=12,
                        max_iters=2000, eval_interval=250, eval_iters=20, log_interval=10,
                        sample_chars=200, **_NANOGPT_OPT),
     },
     "shakespeare-char": {
         "about": "GPT, nanoGPT's train_shakespeare_char (10.7M parameters; a GPU helps)",
-        "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char", n_layer=6,
-                       n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
+        "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char",
+                       **_gpt("shakespeare-char"), batch_size=64,
                        max_iters=5000, eval_interval=250, eval_iters=200, log_interval=10,
                        sample_chars=500, **_NANOGPT_OPT),
     },
