@@ -179,14 +179,9 @@ class GPT(GenerationMixin, Module):
                              betas=(0.9, 0.95), eps: float = 1e-8):
         """AdamW with two groups (nanoGPT): every parameter with 2+ dimensions (the Linear
         weights and the embeddings) is decayed; biases and LayerNorm weights are not."""
-        from tinyllm.optim import AdamW  # noqa: PLC0415  (optim is a sibling layer, loaded lazily)
+        from tinyllm.optim import AdamW, decay_groups  # noqa: PLC0415  (loaded lazily)
 
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, eps=eps)
+        return AdamW(decay_groups(self.parameters(), weight_decay), lr=lr, betas=betas, eps=eps)
 
     def num_parameters(self, trainable_only: bool = False, non_embedding: bool = False) -> int:
         """Parameter count; ``non_embedding`` leaves out the position table (nanoGPT's count,

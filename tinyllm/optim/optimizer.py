@@ -93,3 +93,13 @@ class Optimizer:
                 if k != "params":
                     g[k] = copy.deepcopy(v)
         self.state = new_state
+
+
+def decay_groups(params, weight_decay: float) -> list[dict]:
+    """Two parameter groups, nanoGPT's rule: tensors with 2+ dimensions (matrices and embedding
+    tables) are decayed, biases and LayerNorm weights are not. Frozen parameters are left out."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [{"params": g, "weight_decay": wd}
+            for g, wd in ((decay, weight_decay), (no_decay, 0.0)) if g]

@@ -59,14 +59,10 @@ class Task:
 
     # shared -------------------------------------------------------------------------------
     def optimizer(self):
-        from tinyllm.optim import AdamW
+        from tinyllm.optim import AdamW, decay_groups
 
         cfg = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": g, "weight_decay": wd}
-                  for g, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)) if g]
+        groups = decay_groups(self.model.parameters(), cfg.weight_decay)
         return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
     def model_config(self) -> dict:
