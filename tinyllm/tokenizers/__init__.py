@@ -1,9 +1,10 @@
 """Tokenizers: character-level, GPT-2 byte-level BPE and BERT WordPiece, one interface."""
 
 from .base import Tokenizer
-from .bpe import ByteBPETokenizer, merge_word, train_bpe
+from .bpe import ByteBPETokenizer, best_pair, bpe_merge_loop, merge_word, pretokenize, train_bpe
 from .char import CharTokenizer
 from .wordpiece import WordPieceTokenizer, basic_tokenize, wordpiece_split
 
 __all__ = ["Tokenizer", "CharTokenizer", "ByteBPETokenizer", "WordPieceTokenizer",
-           "train_bpe", "merge_word", "wordpiece_split", "basic_tokenize"]
+           "train_bpe", "merge_word", "bpe_merge_loop", "best_pair", "pretokenize",
+           "wordpiece_split", "basic_tokenize"]
