@@ -44,7 +44,10 @@ class Tokenizer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Tokenizer._registry[cls.type_name] = cls
+        # only a class that names its own type is registered: a subclass that merely tweaks
+        # one (in a test, say) must not take over loading of every file of its parent's type
+        if "type_name" in cls.__dict__:
+            Tokenizer._registry.setdefault(cls.type_name, cls)
 
     special_tokens: dict[str, str]
 
