@@ -120,3 +120,24 @@ def test_bench_main_rejects_unknown_suites(capsys):
 
     assert main(["--suite", "nope", "--no-write"]) == 2
     assert "unknown suite" in capsys.readouterr().err
+
+
+def test_dezero_gpt_matches_tinyllm_loss_at_init(rng):
+    dz = pytest.importorskip("tinyllm.bench.dezero_gpt")  # skips without DeZero
+
+    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)))
+    ref = dz.DezeroGPT.from_config(cfg)
+    ref.load_state(state)
+    x, y = rng.integers(0, 11, (3, 8)), rng.integers(0, 11, (3, 8))
+    _, loss = model(x, y)
+    dloss = ref(x, y)
+    assert dloss.data.dtype == np.float32  # the forward stays float32 on float32 weights
+    assert abs(float(dloss.data) - loss.item()) < 1e-5 * max(1.0, abs(loss.item()))
+    # and DeZero's autograd gives tinyllm's gradients (its backward runs in float64)
+    loss.backward()
+    ref.cleargrads()
+    dloss.backward()
+    named = ref.named_params()
+    for name, p in model.named_parameters():
+        param, transposed = named[name]
+        _close(param.grad.data.T if transposed else param.grad.data, p.grad)

@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "np", "get_array_module", "get_device", "as_array", "to_device", "cupy_or_error",
     "set_default_device", "get_default_device", "manual_seed", "rng", "is_float", "scatter_add",
+    "dropout_mask",
 ]
 
 _cupy = None
@@ -186,3 +187,13 @@ def scatter_add(target, index, values) -> None:
         import cupyx  # noqa: PLC0415
 
         cupyx.scatter_add(target, index, values)
+
+
+def dropout_mask(xp, shape, p: float, dtype):
+    """1/(1-p) where an entry is kept and 0 where it is dropped (inverted dropout), drawn from
+    tinyllm's seeded generator on the CPU (CuPy's on the GPU)."""
+    if xp is np:
+        u = rng().random(shape, dtype="float32")
+    else:
+        u = xp.random.random(shape, dtype="float32")
+    return (u >= p).astype(dtype) * dtype.type(1.0 / (1.0 - p))

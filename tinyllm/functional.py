@@ -15,12 +15,12 @@ import math
 from tinyllm import backend, ops
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
-from tinyllm.ops import unbroadcast
 from tinyllm.tensor import Tensor
 
 __all__ = [
     "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
-    "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "erf",
+    "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "causal_mask", "erf",
+    "ScaledDotProductAttention",
 ]
 
 
@@ -385,21 +385,12 @@ def embedding(ids, weight) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- dropout
-def _keep_mask(xp, shape, p, dtype):
-    """A mask with 1/(1-p) where kept and 0 where dropped (inverted dropout)."""
-    if xp is backend.np:
-        u = backend.rng().random(shape, dtype="float32")
-    else:
-        u = xp.random.random(shape, dtype="float32")
-    return (u >= p).astype(dtype) * dtype.type(1.0 / (1.0 - p))
-
-
 class Dropout(Function):
     def __init__(self, p):
         self.p = p
 
     def forward(self, x):
-        self.mask = _keep_mask(get_array_module(x), x.shape, self.p, x.dtype)
+        self.mask = backend.dropout_mask(get_array_module(x), x.shape, self.p, x.dtype)
         return x * self.mask
 
     def backward(self, gy):
@@ -415,121 +406,9 @@ def dropout(x, p: float = 0.1, training: bool = True) -> Tensor:
     return Dropout(p)(x)
 
 
-# ---------------------------------------------------------------------------- attention
-_causal_cache: dict = {}
-
-
-def causal_mask(t: int, s: int | None = None, xp=None):
-    """Boolean (T, S) mask, True where query i may attend key j: j <= i + (S - T).
-
-    With S > T (a key/value cache holding S - T earlier positions) the queries are the last T
-    positions of the sequence.
-    """
-    s = t if s is None else s
-    xp = xp or backend.np
-    # BEGIN SOLUTION
-    return xp.tril(xp.ones((t, s), dtype=bool), k=s - t)
-    # END SOLUTION
-
-
-def _attention_bias(xp, mask, is_causal, t, s, dtype):
-    """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative.
-
-    A finite negative (not -inf) keeps a row whose keys are all masked finite (uniform weights,
-    as Hugging Face's BERT does) instead of NaN. The causal-only bias is cached per shape.
-    """
-    neg = xp.finfo(dtype).min
-    if is_causal and mask is None:
-        key = (t, s, dtype, xp.__name__)
-        bias = _causal_cache.get(key)
-        if bias is None:
-            bias = _causal_cache[key] = xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
-        return bias
-    if is_causal:
-        mask = mask & causal_mask(t, s, xp)
-    if mask is None:
-        return None
-    return xp.where(mask, dtype.type(0), neg).astype(dtype)
-
-
-class ScaledDotProductAttention(Function):
-    """out = softmax(q k^T * scale + bias) v.
-
-    q (..., T, D), k (..., S, D), v (..., S, Dv) -> (..., T, Dv). Backward, with P the
-    attention weights and dO the output gradient:
-    dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = dS K * scale, dK = dS^T Q * scale.
-    """
-
-    def __init__(self, bias, scale, dropout_p):
-        self.bias, self.scale, self.dropout_p = bias, scale, dropout_p
-
-    def forward(self, q, k, v):
-        xp = get_array_module(q)
-        # BEGIN SOLUTION
-        s = q @ k.swapaxes(-1, -2)
-        s *= q.dtype.type(self.scale)
-        if self.bias is not None:
-            s += self.bias
-        s -= s.max(axis=-1, keepdims=True)
-        p = xp.exp(s, out=s)
-        p /= p.sum(axis=-1, keepdims=True)
-        # END SOLUTION
-        self.p, self.q, self.k, self.v = p, q, k, v
-        if self.dropout_p > 0:
-            self.mask = _keep_mask(xp, p.shape, self.dropout_p, p.dtype)
-            p = p * self.mask
-        self.p_used = p
-        return p @ v
-
-    def backward(self, gy):
-        p, q, k, v, scale = self.p, self.q, self.k, self.v, self.scale
-        gq = gk = gv = None
-        # BEGIN SOLUTION
-        if self.needs_grad[2]:
-            gv = unbroadcast(self.p_used.swapaxes(-1, -2) @ gy, v.shape)
-        dp = gy @ v.swapaxes(-1, -2)
-        if self.dropout_p > 0:
-            dp *= self.mask
-        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
-        ds *= ds.dtype.type(scale)
-        if self.needs_grad[0]:
-            gq = unbroadcast(ds @ k, q.shape)
-        if self.needs_grad[1]:
-            gk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape)
-        # END SOLUTION
-        return gq, gk, gv
-
-
-def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
-                                 dropout_p: float = 0.0, scale: float | None = None,
-                                 return_weights: bool = False):
-    """softmax(q k^T / sqrt(D) [masked]) v.
-
-    q (..., T, D), k (..., S, D), v (..., S, Dv) -> (..., T, Dv); the leading axes are usually
-    (B, n_head). ``mask`` is boolean and broadcasts to (..., T, S): True = may attend (e.g. a
-    padding mask of shape (B, 1, 1, S)). ``is_causal`` lets query i see keys j <= i (aligned at
-    the end when S > T). With ``return_weights`` it returns (out, weights) where weights
-    (..., T, S) is a detached tensor, for plotting.
-    """
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"attention shapes do not fit: q {tuple(q.shape)}, k {tuple(k.shape)}, "
-                         f"v {tuple(v.shape)} (need q (..., T, D), k (..., S, D), v (..., S, Dv))")
-    xp = get_array_module(q.data)
-    t, s = q.shape[-2], k.shape[-2]
-    m = None
-    if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=q.device)
-        if m.dtype != bool:
-            raise TypeError(f"attention mask must be boolean (True = attend), got {m.dtype}")
-        try:
-            xp.broadcast_shapes(m.shape, (*q.shape[:-2], t, s))
-        except ValueError:
-            raise ValueError(f"attention mask of shape {tuple(m.shape)} does not broadcast to the "
-                             f"scores' shape {(*q.shape[:-2], t, s)}") from None
-    bias = _attention_bias(xp, m, is_causal, t, s, q.dtype)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    fn = ScaledDotProductAttention(bias, scale, dropout_p)
-    out = fn(q, k, v)
-    if return_weights:
-        return out, Tensor(fn.p, _raw=True)
-    return out
+# attention lives in its own module (the course's central idea); F re-exports it
+from tinyllm.attention import (  # noqa: E402
+    ScaledDotProductAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)

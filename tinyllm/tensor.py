@@ -10,7 +10,7 @@ happens there, one Function per operation, forward and backward side by side.
 
 from __future__ import annotations
 
-from tinyllm import autograd, backend, ops
+from tinyllm import autograd, backend, ops, shape_ops
 from tinyllm.backend import np
 
 
@@ -264,7 +264,7 @@ class Tensor:
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
-        return ops.Reshape(shape)(self)
+        return shape_ops.Reshape(shape)(self)
 
     view = reshape
 
@@ -284,24 +284,24 @@ class Tensor:
             a, b = (ax % self.ndim for ax in axes)
             perm[a], perm[b] = perm[b], perm[a]
             axes = tuple(perm)
-        return ops.Transpose(axes or None)(self)
+        return shape_ops.Transpose(axes or None)(self)
 
     def permute(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        return ops.Transpose(axes)(self)
+        return shape_ops.Transpose(axes)(self)
 
     def swapaxes(self, a, b):
         perm = list(range(self.ndim))
         perm[a], perm[b] = perm[b], perm[a]
-        return ops.Transpose(tuple(perm))(self)
+        return shape_ops.Transpose(tuple(perm))(self)
 
     @property
     def T(self):
-        return ops.Transpose(None)(self)
+        return shape_ops.Transpose(None)(self)
 
     def __getitem__(self, index):
-        return ops.GetItem(index)(self)
+        return shape_ops.GetItem(index)(self)
 
     def masked_fill(self, mask, value):
         """Where ``mask`` is True, put ``value``; elsewhere keep ``self`` (gradient flows there)."""
@@ -358,7 +358,7 @@ def arange(*args, dtype=None, device=None) -> Tensor:
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
     """Join tensors along an existing axis (``np.concatenate``); the gradient is split back."""
-    return ops.Concatenate(axis)(*tensors)
+    return shape_ops.Concatenate(axis)(*tensors)
 
 
 cat = concatenate
@@ -366,7 +366,7 @@ cat = concatenate
 
 def stack(tensors, axis: int = 0) -> Tensor:
     """Join tensors along a new axis (``np.stack``)."""
-    return ops.Stack(axis)(*tensors)
+    return shape_ops.Stack(axis)(*tensors)
 
 
 def where(cond, a, b) -> Tensor:
@@ -375,7 +375,7 @@ def where(cond, a, b) -> Tensor:
     like = a if isinstance(a, Tensor) else b
     if isinstance(like, Tensor) and backend.get_device(c) != like.device:
         c = backend.to_device(backend.as_array(c), like.device)  # a host mask beside GPU data
-    return ops.Where(c)(a, b)
+    return shape_ops.Where(c)(a, b)
 
 
 def exp(x):

@@ -66,6 +66,9 @@ def _machine_md(info: dict, threads: int, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUALITY_MARKER = "<!-- quality runs: kept when the tables above are regenerated -->"
+
+
 def main(argv=None) -> int:
     from tinyllm.bench import suites as S  # noqa: PLC0415
     from tinyllm.bench.harness import machine_info, thread_limit  # noqa: PLC0415
@@ -123,6 +126,10 @@ def main(argv=None) -> int:
                 f"same run. Took {elapsed:.0f} s.\n\n## Machine\n\n"
                 + _machine_md(info, threads, command) + "\n## Results\n\n"
                 + "\n".join(t.markdown() for t in tables))
+        if out.exists():  # keep the hand-written part (training quality runs) below the marker
+            old = out.read_text(encoding="utf-8")
+            if QUALITY_MARKER in old:
+                text += "\n" + old[old.index(QUALITY_MARKER):]
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")

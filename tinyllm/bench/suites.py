@@ -167,6 +167,12 @@ def make_torch_gpt(cfg, state, batch, device="cpu"):
     return step
 
 
+def make_dezero_gpt(cfg, state, batch):
+    from tinyllm.bench.dezero_gpt import make_dezero_gpt as make  # noqa: PLC0415
+
+    return make(cfg, state, batch, lr=LR, betas=BETAS, weight_decay=WD, grad_clip=CLIP)[2]
+
+
 def suite_gpt(opts: Options) -> list:
     c = QUICK if opts.quick else BABY
     cfg, _, state, batch, tl_step = make_gpt(c, device=opts.device)
@@ -180,10 +186,20 @@ def suite_gpt(opts: Options) -> list:
         fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
     if have_torch():
         fns["pytorch eager"] = make_torch_gpt(cfg, state, batch, opts.device)
-    # TODO(bench): a DeZero GPT (DeZero has no LayerNorm, batched matmul or causal softmax:
-    # they would have to be written as DeZero Functions); the DeZero comparison is the MLP's.
-    notes.append("DeZero: GPT not implemented (TODO); see the MLP table")
+    if opts.device == "cpu" and have_dezero():
+        fns["dezero"] = make_dezero_gpt(cfg, state, batch)
+        notes.append("DeZero 0.0.13 (tinyllm/bench/dezero_gpt.py): its autograd and Adam (+ "
+                     "decoupled decay of the matrices, its ClipGrad hook); LayerNorm, GELU and "
+                     "attention composed of its Functions, attention looping over sequences "
+                     "and heads (its matmul is 2-D only); float32 weights, but its backward "
+                     "runs in float64 as installed (softmax_cross_entropy's gradient promotes "
+                     "under NumPy 2)")
+    elif opts.device == "cpu":
+        notes.append("DeZero not installed: skipped (pip install dezero)")
     stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
+    if "dezero" in stats:
+        notes.append(f"DeZero's median / tinyllm's: "
+                     f"{stats['dezero'].median / stats['tinyllm'].median:.2f}x")
     base = "pytorch eager" if "pytorch eager" in stats else "numpy by hand"
     return [_step_table(f"GPT training step ({opts.device})", stats, base, gpt_flops(c), notes)]
 
