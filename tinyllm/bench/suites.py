@@ -191,9 +191,10 @@ def suite_gpt(opts: Options) -> list:
         notes.append("DeZero 0.0.13 (tinyllm/bench/dezero_gpt.py): its autograd and Adam (+ "
                      "decoupled decay of the matrices, its ClipGrad hook); LayerNorm, GELU and "
                      "attention composed of its Functions, attention looping over sequences "
-                     "and heads (its matmul is 2-D only); float32 weights, but its backward "
-                     "runs in float64 as installed (softmax_cross_entropy's gradient promotes "
-                     "under NumPy 2)")
+                     "and heads (its matmul is 2-D only), GELU's cube as x * x * x (x ** 3 "
+                     "hits NumPy's slow float power for negative bases); float32 weights, but "
+                     "its backward runs in float64 as installed (softmax_cross_entropy's, "
+                     "Tanh's and Pow's gradients promote under NumPy 2)")
     elif opts.device == "cpu":
         notes.append("DeZero not installed: skipped (pip install dezero)")
     stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
