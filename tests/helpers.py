@@ -122,3 +122,29 @@ def assert_close(got, want, what, atol=1e-6, rtol=1e-5):
     assert np.allclose(got, want, atol=atol, rtol=rtol), (
         f"{what}: values differ (max abs diff {np.max(np.abs(got - want)):.3g})\n"
         f"got:\n{got}\nexpected:\n{want}")
+
+
+def check_param_grads(model, loss_fn, rng, entries=3, eps=1e-6, rtol=1e-5, atol=1e-7):
+    """Backpropagate ``loss_fn()`` (a scalar Tensor of a float64 model) and compare ``entries``
+    random entries of every parameter's gradient with central differences. Returns the count."""
+    model.zero_grad()
+    loss_fn().backward()
+    checked = 0
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert p.grad.dtype == np.float64, f"{name}: check gradients of a float64 model"
+        flat, gflat = p.data.reshape(-1), p.grad.reshape(-1)
+        for i in rng.choice(flat.size, size=min(entries, flat.size), replace=False):
+            old = flat[i]
+            with tl.no_grad():
+                flat[i] = old + eps
+                up = float(loss_fn().item())
+                flat[i] = old - eps
+                down = float(loss_fn().item())
+            flat[i] = old
+            num = (up - down) / (2 * eps)
+            assert abs(gflat[i] - num) <= atol + rtol * abs(num), (
+                f"{name}[{np.unravel_index(i, p.shape)}]: autograd {gflat[i]!r}, "
+                f"finite differences {num!r}")
+            checked += 1
+    return checked

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import check_param_grads
 
 import tinyllm as tl
 from tinyllm import optim
@@ -37,12 +38,6 @@ def tiny_config(**kw):
              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.3)
     d.update(kw)
     return BertConfig(**d)
-
-
-def to_float64(model):
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
-    return model
 
 
 def batch(rng, cfg, b=2, t=6):
@@ -206,35 +201,10 @@ def test_decoder_is_tied_to_word_embeddings(rng):
 
 
 # ------------------------------------------------------------------------------ gradients
-def _check_param_grads(model, loss_fn, rng, entries=3, eps=1e-6, rtol=1e-5, atol=1e-7):
-    model.zero_grad()
-    loss = loss_fn()
-    loss.backward()
-    checked = 0
-    for name, p in model.named_parameters():
-        assert p.grad is not None, f"{name} got no gradient"
-        flat = p.data.reshape(-1)
-        for i in rng.choice(flat.size, size=min(entries, flat.size), replace=False):
-            old = flat[i]
-            with tl.no_grad():
-                flat[i] = old + eps
-                up = float(loss_fn().item())
-                flat[i] = old - eps
-                down = float(loss_fn().item())
-            flat[i] = old
-            num = (up - down) / (2 * eps)
-            got = p.grad.reshape(-1)[i]
-            assert abs(got - num) <= atol + rtol * abs(num), (
-                f"{name}[{np.unravel_index(i, p.shape)}]: autograd {got!r}, "
-                f"finite differences {num!r}")
-            checked += 1
-    return checked
-
-
 @pytest.mark.parametrize("act", ["gelu", "gelu_new"])
 def test_bert_model_gradients_match_finite_differences(rng, act):
     cfg = tiny_config(hidden_act=act)
-    model = to_float64(BertModel(cfg).eval())
+    model = BertModel(cfg).eval().double()
     ids, mask, tt = batch(rng, cfg)
     w = rng.standard_normal((2, 6, 8))
     wp = rng.standard_normal((2, 8))
@@ -245,14 +215,14 @@ def test_bert_model_gradients_match_finite_differences(rng, act):
 
     assert loss_fn().dtype == np.float64
     # The exact GELU's erf is a 1.5e-7 approximation, so its derivative is good to ~1e-6.
-    n = _check_param_grads(model, loss_fn, rng, rtol=1e-4 if act == "gelu" else 1e-5,
+    n = check_param_grads(model, loss_fn, rng, rtol=1e-4 if act == "gelu" else 1e-5,
                            atol=1e-6 if act == "gelu" else 1e-7)
     assert n > 40
 
 
 def test_pretraining_gradients_match_finite_differences(rng):
     cfg = tiny_config(hidden_act="gelu_new")
-    model = to_float64(BertForPreTraining(cfg).eval())
+    model = BertForPreTraining(cfg).eval().double()
     ids, mask, tt = batch(rng, cfg)
     labels = np.full_like(ids, -100)
     labels[0, 1], labels[0, 4], labels[1, 2] = 3, 7, 11
@@ -261,7 +231,7 @@ def test_pretraining_gradients_match_finite_differences(rng):
     def loss_fn():
         return model(ids, mask, tt, labels=labels, next_sentence_label=nsp).loss
 
-    _check_param_grads(model, loss_fn, rng)
+    check_param_grads(model, loss_fn, rng)
 
 
 # ------------------------------------------------------------------------------ exercise 11.2

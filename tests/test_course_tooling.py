@@ -71,7 +71,7 @@ def test_square():
 
 
 def test_not_an_exercise():
-    assert True
+    assert square(2) == 4
 '''
 
 REGISTRY = [

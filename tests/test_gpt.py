@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import check_param_grads
 
 import tinyllm as tl
 from tinyllm.models import GPT, PRESETS, GPTConfig
@@ -118,37 +119,12 @@ def test_init_and_tied_head(rng):
 
 
 # ---------------------------------------------------------------------------- gradients
-def _to64(model):
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
-    return model
-
-
 @pytest.mark.parametrize("kw", [dict(), dict(bias=False, activation="gelu_new")])
 def test_gradients_finite_differences(rng, kw):
-    model = _to64(tiny(1, **kw))
+    model = tiny(1, **kw).double()
     x, y = ids(rng, 2, 6), ids(rng, 2, 6)
     y[0, 0] = -100
-    model.zero_grad()
-    model(x, y)[1].backward()
-
-    def loss():
-        with tl.no_grad():
-            return model(x, y)[1].item()
-
-    eps = 1e-6
-    for name, p in model.named_parameters():
-        assert p.grad.dtype == np.float64
-        for _ in range(3):
-            i = tuple(int(rng.integers(0, n)) for n in p.shape)
-            old = p.data[i]
-            p.data[i] = old + eps
-            lp = loss()
-            p.data[i] = old - eps
-            lm = loss()
-            p.data[i] = old
-            fd = (lp - lm) / (2 * eps)
-            assert p.grad[i] == pytest.approx(fd, rel=1e-4, abs=1e-8), (name, i)
+    check_param_grads(model, lambda: model(x, y)[1], rng, rtol=1e-4, atol=1e-8)
 
 
 def test_float32_gradients_stay_float32(rng):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import check_grads
+from helpers import check_grads, check_param_grads
 
 import tinyllm as tl
 from tinyllm.models.seq2seq_decoding import beam_search, greedy_decode
@@ -26,15 +26,6 @@ def tiny(seed=0, src_vocab_size=11, tgt_vocab_size=11, **kw):
                 dropout=0.0, max_len=32)
     args.update(kw)
     return Transformer(TransformerConfig(src_vocab_size, tgt_vocab_size, **args)).eval()
-
-
-def to_float64(model):
-    for p in model.parameters():
-        p.data = p.data.astype(np.float64)
-    for m in model.modules():
-        for name, b in list(m._buffers.items()):
-            m.register_buffer(name, tl.Tensor(b.data.astype(np.float64)))
-    return model
 
 
 def batch(rng, b=3, s=6, t=5, vocab=11, min_len=1):
@@ -177,7 +168,7 @@ def test_cross_attention_random(rng):
 @pytest.mark.exercise("12.1")
 def test_cross_attention_gradients_reach_decoder_and_encoder(rng):
     tl.manual_seed(1)
-    attn = to_float64(CrossAttention(4, 2))
+    attn = CrossAttention(4, 2).double()
     x = rng.standard_normal((2, 3, 4))
     mem = rng.standard_normal((2, 5, 4))
     mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)[:, None, None, :]
@@ -204,30 +195,11 @@ def test_loss_ignores_padding(rng):
     dict(share_embeddings=True, tie_output=False, activation="gelu"),
 ])
 def test_gradients_match_finite_differences(rng, variant):
-    m = to_float64(tiny(seed=3, d_model=8, n_head=2, num_encoder_layers=1,
-                        num_decoder_layers=1, d_ff=12, **variant))
+    m = tiny(seed=3, d_model=8, n_head=2, num_encoder_layers=1,
+             num_decoder_layers=1, d_ff=12, **variant).double()
     src, tgt_in = batch(rng, b=2, s=4, t=4)
     tgt_out = np.where(tgt_in != PAD, rng.integers(2, 11, size=tgt_in.shape), PAD)
-    _, loss = m(src, tgt_in, tgt_out)
-    loss.backward()
-
-    def f():
-        with tl.no_grad():
-            return m(src, tgt_in, tgt_out)[1].item()
-
-    eps = 1e-6
-    for name, p in m.named_parameters():
-        assert p.grad is not None, f"{name} got no gradient"
-        for _ in range(3):
-            idx = tuple(int(rng.integers(n)) for n in p.shape)
-            old = p.data[idx]
-            p.data[idx] = old + eps
-            up = f()
-            p.data[idx] = old - eps
-            down = f()
-            p.data[idx] = old
-            fd = (up - down) / (2 * eps)
-            assert p.grad[idx] == pytest.approx(fd, rel=1e-4, abs=1e-7), (name, idx)
+    check_param_grads(m, lambda: m(src, tgt_in, tgt_out)[1], rng, rtol=1e-4, atol=1e-7)
 
 
 def test_decoder_is_causal_and_source_padding_is_ignored(rng):

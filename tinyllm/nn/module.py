@@ -132,18 +132,32 @@ class Module:
             p.requires_grad = flag
         return self
 
-    def to(self, device):
-        """Move every parameter and buffer to ``device`` in place ('cpu' or 'cuda')."""
+    def to(self, device=None, dtype=None):
+        """Move every parameter and buffer to ``device`` ('cpu' or 'cuda') and/or cast the
+        floating-point ones to ``dtype`` (e.g. "float64" for gradient checks), in place."""
+        def convert(a):
+            if device is not None:
+                a = backend.to_device(a, device)
+            if dtype is not None and backend.is_float(a.dtype):
+                a = a.astype(dtype)
+            return a
+
         for p in self.parameters():
-            p.data = backend.to_device(p.data, device)
+            p.data = convert(p.data)
             if p.grad is not None:
-                p.grad = backend.to_device(p.grad, device)
+                p.grad = convert(p.grad)
         for m in self.modules():
             for name, b in list(m._buffers.items()):
                 if b is not None:
-                    moved = Tensor(backend.to_device(b.data, device), _raw=True)
-                    m.register_buffer(name, moved)
+                    m.register_buffer(name, Tensor(convert(b.data), _raw=True))
         return self
+
+    def double(self):
+        """Cast parameters and buffers to float64 (for finite-difference gradient checks)."""
+        return self.to(dtype="float64")
+
+    def float(self):
+        return self.to(dtype="float32")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> OrderedDict:
