@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 
 import numpy as np
+
+from tinyllm.atomic import atomic_open
 
 __all__ = ["save", "load", "load_metadata", "SafetensorsError", "DTYPES"]
 
@@ -117,33 +118,11 @@ def save(state_dict, path, metadata=None) -> None:
         offset += arr.nbytes
     header = _header_bytes(entries, metadata)
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name")
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist; "
-                                "create it first (os.makedirs)")
-    tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.",
-                                      suffix=".tmp", delete=False)
-    try:
-        with tmp as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            for key in arrays:
-                _write_tensor(f, arrays[key])
-            f.flush()
-            os.fsync(f.fileno())
-        # NamedTemporaryFile creates the file 0600; give it the usual permissions.
-        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-        os.chmod(tmp.name, mode)
-        os.replace(tmp.name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp.name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, "wb") as f:  # a crash never leaves half a file under this name
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        for key in arrays:
+            _write_tensor(f, arrays[key])
 
 
 # ----------------------------------------------------------------------------------- loading

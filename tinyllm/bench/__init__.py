@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from tinyllm import atomic
+
 __all__ = ["main"]
 
 DEFAULT_SUITES = "gpt,mlp,generate,bpe,memory,matmul,malloc"
@@ -131,8 +133,6 @@ def main(argv=None) -> int:
             if QUALITY_MARKER in old:
                 text += "\n" + old[old.index(QUALITY_MARKER):]
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        atomic.write_text(out, text)
         print(f"wrote {out}")
     return 0

@@ -16,10 +16,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tinyllm.atomic import atomic_open
 
 
 @dataclass(frozen=True)
@@ -101,27 +102,21 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, opene
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     opener = opener or urllib.request.urlopen
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, opener(url) as resp:
-            headers = getattr(resp, "headers", None)
-            total = headers.get("Content-Length") if headers is not None else None
-            from tqdm import tqdm  # noqa: PLC0415 (only when downloading)
+    h = hashlib.sha256()
+    with atomic_open(dest, "wb") as out, opener(url) as resp:  # a partial download never
+        headers = getattr(resp, "headers", None)                  # lands under the final name
+        total = headers.get("Content-Length") if headers is not None else None
+        from tqdm import tqdm  # noqa: PLC0415 (only when downloading)
 
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                      desc=dest.name, disable=not progress) as bar:
-                while block := resp.read(1 << 16):
-                    out.write(block)
-                    h.update(block)
-                    bar.update(len(block))
+        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
+                  desc=dest.name, disable=not progress) as bar:
+            while block := resp.read(1 << 16):
+                out.write(block)
+                h.update(block)
+                bar.update(len(block))
         if sha256 is not None and h.hexdigest() != sha256:
             raise ValueError(f"checksum mismatch for {url}: got SHA-256 {h.hexdigest()}, "
                              f"expected {sha256}; the file was not saved to {dest}")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 

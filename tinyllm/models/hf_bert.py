@@ -29,11 +29,9 @@ and the key.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from tinyllm import serialization
+from tinyllm import atomic, serialization
 from tinyllm.backend import np
 from tinyllm.models.bert import BertConfig
 
@@ -229,12 +227,4 @@ def save_pretrained(model, directory) -> None:
     serialization.save(tinyllm_to_hf(model), directory / "model.safetensors",
                        metadata={"format": "pt"})
     text = json.dumps(hf_config_dict(model), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.json.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, directory / "config.json")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(directory / "config.json", text)

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
-from tinyllm import serialization
+from tinyllm import atomic, serialization
 from tinyllm.backend import np
 
 __all__ = ["load_gpt2", "save_gpt2", "config_from_hf", "config_to_hf", "hf_to_tinyllm",
@@ -203,16 +202,4 @@ def save_gpt2(model, path) -> None:
     weights = tinyllm_to_hf(model.state_dict(), model.config.n_layer)
     os.makedirs(path, exist_ok=True)
     serialization.save(weights, os.path.join(path, WEIGHTS_NAME), metadata={"format": "pt"})
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{CONFIG_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(hf_cfg, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(path, CONFIG_NAME))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(os.path.join(path, CONFIG_NAME), json.dumps(hf_cfg, indent=2) + "\n")
