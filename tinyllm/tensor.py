@@ -107,7 +107,10 @@ class Tensor:
         return Tensor(self.data, _raw=True)
 
     def to(self, device=None, dtype=None) -> Tensor:
-        """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype`` (differentiable)."""
+        """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype``.
+
+        The cast is differentiable; a device move makes a new leaf (move parameters with
+        ``Module.to`` before building the graph, not in the middle of it)."""
         out = self
         if device is not None and backend.get_device(self.data) != device:
             out = Tensor(backend.to_device(self.data, device), _raw=True)
