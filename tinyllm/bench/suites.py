@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from dataclasses import dataclass
 
@@ -428,8 +429,8 @@ def memory_child(impl: str, quick: bool) -> dict:
     return {"cold_kib": cold, "steady_kib": steady, "traced_peak": peak, "rss_kib": rss_kib()}
 
 
-def _child(code: str, env=None, timeout=600, threads=None) -> dict:
-    env = {**os.environ, **(env or {})}
+def _child(code: str, env=None, timeout=600, threads=None, unset=()) -> dict:
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     if threads:  # the parent's thread limit, for the child's BLAS and OpenMP
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads))
@@ -464,6 +465,55 @@ def suite_memory(opts: Options) -> list:
                 "; cold = the first step (includes the optimizer state), steady = the third; "
                 "glibc keeps freed memory, so steady RSS growth is near zero when the heap is "
                 "reused"]
+    return [t]
+
+
+# ---------------------------------------------------------------------------- GPT step, alone
+def _gpt_step_for(impl: str, quick: bool):
+    c = QUICK if quick else BABY
+    cfg, _, state, batch, tl_step = make_gpt(c)
+    if impl == "tinyllm":
+        return tl_step
+    return {"numpy by hand": make_numpy_gpt, "pytorch eager": make_torch_gpt,
+            "dezero": make_dezero_gpt}[impl](cfg, state, batch)
+
+
+def solo_child(impl: str, rounds: int, quick: bool) -> dict:
+    """In a fresh process with only ``impl`` loaded: the median of ``rounds`` steps."""
+    step = _gpt_step_for(impl, quick)
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"median": float(np.median(times)), "min": min(times), "max": max(times)}
+
+
+def suite_gpt_solo(opts: Options) -> list:
+    """The baby step with each implementation alone in its own process, in its own best
+    threading (PyTorch's OpenMP threads may spin, as they do by default): the in-process
+    interleaved table must make PyTorch wait passively so that NumPy's threads can run."""
+    impls = ["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+    reps = 1 if opts.quick else 3
+    rounds = 3 if opts.quick else max(10, opts.rounds)
+    runs = {i: [] for i in impls}
+    for _ in range(reps):  # alternate the processes so that drift hits all alike
+        for impl in impls:
+            code = ("import json; from tinyllm.bench.suites import solo_child; "
+                    f"print(json.dumps(solo_child({impl!r}, {rounds}, {opts.quick!r})))")
+            runs[impl].append(_child(code, threads=opts.threads, unset=("OMP_WAIT_POLICY",)))
+    base = "pytorch eager" if "pytorch eager" in runs else "numpy by hand"
+    med = {i: float(np.median([r["median"] for r in rs])) for i, rs in runs.items()}
+    t = Table("GPT training step, each implementation alone in its own process (cpu)",
+              ["implementation", "median ms", "min ms", "max ms", f"ratio to {base}"])
+    for impl, rs in runs.items():
+        t.rows.append([impl, f"{med[impl] * 1e3:.1f}", f"{min(r['min'] for r in rs) * 1e3:.1f}",
+                       f"{max(r['max'] for r in rs) * 1e3:.1f}", f"{med[impl] / med[base]:.2f}x"])
+    t.notes.append(f"{reps} processes per implementation, alternating, {rounds} timed steps "
+                   "each after 3 warm-up steps; median of the processes' medians; OMP_WAIT_POLICY "
+                   "left at the default in every child")
     return [t]
 
 
@@ -507,6 +557,7 @@ def suite_malloc(opts: Options) -> list:
     return [t]
 
 
-SUITES = {"gpt": suite_gpt, "mlp": suite_mlp, "generate": suite_generate, "bpe": suite_bpe,
-          "memory": suite_memory, "matmul": suite_matmul, "malloc": suite_malloc}
-CPU_ONLY = {"bpe", "memory", "malloc"}
+SUITES = {"gpt": suite_gpt, "gpt-solo": suite_gpt_solo, "mlp": suite_mlp,
+          "generate": suite_generate, "bpe": suite_bpe, "memory": suite_memory,
+          "matmul": suite_matmul, "malloc": suite_malloc}
+CPU_ONLY = {"bpe", "memory", "malloc", "gpt-solo"}
