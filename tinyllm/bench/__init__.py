@@ -74,6 +74,7 @@ QUALITY_MARKER = "<!-- quality runs: kept when the tables above are regenerated 
 def main(argv=None) -> int:
     from tinyllm.bench import suites as S  # noqa: PLC0415
     from tinyllm.bench.harness import machine_info, thread_limit  # noqa: PLC0415
+    from tinyllm.bench.isolated import registry  # noqa: PLC0415
 
     args = _parser().parse_args(argv)
     # PyTorch's OpenMP threads spin-wait by default; interleaved with OpenBLAS's pthreads on the
@@ -82,9 +83,10 @@ def main(argv=None) -> int:
     # interference; libgomp reads this when PyTorch is first imported (below, lazily).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     names = [s.strip() for s in args.suite.split(",") if s.strip()]
-    unknown = [s for s in names if s not in S.SUITES]
+    SUITES, CPU_ONLY = registry()
+    unknown = [s for s in names if s not in SUITES]
     if unknown:
-        print(f"tinyllm bench: unknown suite(s) {unknown}; choose from {sorted(S.SUITES)}",
+        print(f"tinyllm bench: unknown suite(s) {unknown}; choose from {sorted(SUITES)}",
               file=sys.stderr)
         return 2
     if args.device == "cuda":
@@ -95,8 +97,8 @@ def main(argv=None) -> int:
         except RuntimeError as e:
             print(f"tinyllm bench --device cuda: skipped, no usable GPU: {e}")
             return 0
-        skipped = [s for s in names if s in S.CPU_ONLY]
-        names = [s for s in names if s not in S.CPU_ONLY]
+        skipped = [s for s in names if s in CPU_ONLY]
+        names = [s for s in names if s not in CPU_ONLY]
         if skipped:
             print(f"tinyllm bench: suites {skipped} are CPU-only; skipped with --device cuda")
     try:
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
         info = machine_info()
         print(_machine_md(info, threads, command))
         for name in names:
-            for table in S.SUITES[name](opts):
+            for table in SUITES[name](opts):
                 print(table.text(), flush=True)
                 tables.append(table)
     elapsed = time.perf_counter() - t0
