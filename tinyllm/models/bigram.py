@@ -43,6 +43,15 @@ def _generator(seed):
     return backend.rng() if seed is None else backend.np.random.default_rng(seed)
 
 
+def _prompt_array(idx):
+    """A (B, T) int64 NumPy copy of a prompt (array or Tensor), T >= 1, or a clear error."""
+    out = backend.np.array(idx.numpy() if isinstance(idx, Tensor) else idx, dtype="int64")
+    if out.ndim != 2 or out.shape[1] == 0:
+        raise ValueError(f"generate needs a prompt of ids (B, T) with T >= 1, got shape "
+                         f"{tuple(out.shape)}")
+    return out
+
+
 def _prompt_ids(tokenizer, prompt, default_len: int = 1):
     """Ids of ``prompt``; with no prompt, ``default_len`` newlines (or id 0 without a newline)."""
     if prompt is None or prompt == "":
@@ -73,10 +82,7 @@ class BigramLM(Module):
         """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled ids -> NumPy ints (B, T + n)."""
         xp = backend.np
         gen = _generator(seed)
-        out = xp.array(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=xp.int64)
-        if out.ndim != 2 or out.shape[1] == 0:
-            raise ValueError(f"generate needs a prompt of ids (B, T) with T >= 1, got shape "
-                             f"{tuple(out.shape)}")
+        out = _prompt_array(idx)
         was_training = self.training
         self.eval()
         try:

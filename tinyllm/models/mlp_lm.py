@@ -15,9 +15,8 @@ from __future__ import annotations
 from tinyllm import backend
 from tinyllm import functional as F
 from tinyllm.autograd import no_grad
-from tinyllm.models.bigram import _generator, _prompt_ids, sample_from_logits
+from tinyllm.models.bigram import _generator, _prompt_array, _prompt_ids, sample_from_logits
 from tinyllm.nn import Embedding, Linear, Module
-from tinyllm.tensor import Tensor
 
 
 def context_windows(ids, context: int):
@@ -76,10 +75,7 @@ class MLPLM(Module):
         """
         xp = backend.np
         gen = _generator(seed)
-        out = xp.array(idx.numpy() if isinstance(idx, Tensor) else idx, dtype=xp.int64)
-        if out.ndim != 2 or out.shape[1] == 0:
-            raise ValueError(f"generate needs a prompt of ids (B, T) with T >= 1, got shape "
-                             f"{tuple(out.shape)}")
+        out = _prompt_array(idx)
         t0 = out.shape[1]
         if t0 < self.context:
             pad = xp.repeat(out[:, :1], self.context - t0, axis=1)
