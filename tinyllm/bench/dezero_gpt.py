@@ -44,6 +44,7 @@ import math
 
 import numpy as np
 
+from tinyllm.bench.numpy_gpt import check_reference_config
 from tinyllm.bench.suites import _import_dezero
 
 dezero = _import_dezero()  # ImportError when DeZero is absent (the callers check first)
@@ -165,11 +166,7 @@ class DezeroGPT(Model):
 
     @classmethod
     def from_config(cls, config) -> DezeroGPT:
-        if config.activation not in ("gelu_tanh", "gelu_new"):
-            raise ValueError("the DeZero GPT implements the tanh GELU only; build the tinyllm "
-                             f"model with activation='gelu_tanh' (got {config.activation!r})")
-        if config.dropout or not config.bias:
-            raise ValueError("the DeZero GPT has no dropout and always has biases")
+        check_reference_config(config, "the DeZero GPT")
         return cls(config.vocab_size, config.block_size, config.n_layer, config.n_head,
                    config.n_embd, eps=config.layer_norm_eps)
 

@@ -204,6 +204,15 @@ def _scatter_rows(target, ids, rows):
     target[s[starts]] += np.add.reduceat(rows[order], starts, axis=0)
 
 
+def check_reference_config(config, who: str) -> None:
+    """The baselines implement one configuration: tanh GELU, biases, no dropout."""
+    if config.activation not in ("gelu_tanh", "gelu_new"):
+        raise ValueError(f"{who} implements the tanh GELU only; build the tinyllm model with "
+                         f"activation='gelu_tanh' (got {config.activation!r})")
+    if config.dropout or not config.bias:
+        raise ValueError(f"{who} has no dropout and always has biases")
+
+
 class NumpyGPT:
     """``NumpyGPT(vocab_size, block_size, n_layer, n_head, n_embd, eps=1e-5, seed=0)``.
 
@@ -233,11 +242,7 @@ class NumpyGPT:
     @classmethod
     def from_config(cls, config, **kwargs) -> NumpyGPT:
         """From a ``tinyllm.models.gpt.GPTConfig`` (which must use ``activation="gelu_tanh"``)."""
-        if config.activation not in ("gelu_tanh", "gelu_new"):
-            raise ValueError("the NumPy reference implements the tanh GELU only; build the tinyllm"
-                             f" model with activation='gelu_tanh' (got {config.activation!r})")
-        if config.dropout or not config.bias:
-            raise ValueError("the NumPy reference has no dropout and always has biases")
+        check_reference_config(config, "the NumPy reference")
         return cls(config.vocab_size, config.block_size, config.n_layer, config.n_head,
                    config.n_embd, eps=config.layer_norm_eps, **kwargs)
 
