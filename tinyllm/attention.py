@@ -44,6 +44,8 @@ def _attention_bias(xp, mask, is_causal, t, s, dtype):
     as Hugging Face's BERT does) instead of NaN. The causal-only bias is cached per shape.
     """
     neg = xp.finfo(dtype).min
+    if is_causal and t == 1:  # one query, the last position (decoding with a cache): sees all
+        is_causal = False
     if is_causal and mask is None:
         key = (t, s, dtype, xp.__name__)
         bias = _causal_cache.get(key)
@@ -95,7 +97,9 @@ class ScaledDotProductAttention(Function):
         dp = gy @ v.swapaxes(-1, -2)
         if self.dropout_p > 0:
             dp *= self.mask
-        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+        ds = dp  # dS = P * (dP - rowsum(dP * P)), in dP's buffer: (..., T, S) is the largest array
+        ds -= (dp * p).sum(axis=-1, keepdims=True)
+        ds *= p
         ds *= ds.dtype.type(scale)
         if self.needs_grad[0]:
             gq = unbroadcast(ds @ k, q.shape)

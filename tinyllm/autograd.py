@@ -63,10 +63,13 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        from tinyllm.tensor import Tensor, as_tensor_like
+        from tinyllm.tensor import Tensor  # (tensor.py imports this module: import at call time)
 
-        first = next((t for t in inputs if isinstance(t, Tensor)), None)
-        tensors = [t if isinstance(t, Tensor) else as_tensor_like(t, first) for t in inputs]
+        tensors = inputs
+        for t in inputs:
+            if not isinstance(t, Tensor):  # a constant (0.5, an array): wrap them all
+                tensors = _wrap_constants(inputs, Tensor)
+                break
         if backend._cupy is not None:
             _check_same_device(self, tensors)
         y = self.forward(*[t.data for t in tensors])
@@ -74,8 +77,8 @@ class Function:
             y = backend.np.asarray(y)
         out = Tensor(y, _raw=True)
         if _grad_enabled:
-            needs = tuple(t.requires_grad for t in tensors)
-            if any(needs):
+            needs = tuple([t.requires_grad for t in tensors])
+            if True in needs:
                 out.requires_grad = True
                 out._ctx = self
                 self.inputs = tensors
@@ -84,6 +87,13 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+def _wrap_constants(inputs, Tensor) -> list:
+    from tinyllm.tensor import as_tensor_like
+
+    first = next((t for t in inputs if isinstance(t, Tensor)), None)
+    return [t if isinstance(t, Tensor) else as_tensor_like(t, first) for t in inputs]
 
 
 def _check_same_device(fn, tensors) -> None:

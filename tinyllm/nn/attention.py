@@ -97,19 +97,20 @@ class MultiHeadAttention(Module):
         ``mask`` is boolean, True = may attend, broadcasting to (B, n_head, T, S), e.g. a padding
         mask (B, 1, 1, S). ``cache`` (self-attention only) holds earlier positions' keys and values.
         """
-        c = self.d_model
+        c, h = self.d_model, self.n_head
         if x.ndim != 3 or x.shape[-1] != c:
             raise ValueError(f"attention expects input (B, T, {c}), got {tuple(x.shape)}")
+        # The packed projections' channels are [q | k | v], each C = n_head * D wide, so one
+        # split into 3 * n_head heads and a slice along the head axis give each of them.
         if self.cross:
             if memory is None:
                 raise ValueError("cross-attention needs memory=(B, S, C), the encoder output")
-            q = self.q(x)
-            kv = self.kv(memory)
-            k, v = kv[..., :c], kv[..., c:]
+            q = split_heads(self.q(x), h)
+            kv = split_heads(self.kv(memory), 2 * h)
+            k, v = kv[:, :h], kv[:, h:]
         else:
-            qkv = self.qkv(x)
-            q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
-        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))
+            qkv = split_heads(self.qkv(x), 3 * h)  # (B, 3 n_head, T, D)
+            q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]
         if cache is not None:
             ks, vs = cache.update(k.data, v.data)
             k, v = Tensor(ks, _raw=True), Tensor(vs, _raw=True)
