@@ -92,3 +92,12 @@ def test_each_exercise_alone_stubbed_fails_its_tests():
     problems, seconds = verify_stubs(REPO_ROOT, workers=2, timeout=60)
     print(f"stub check of {len(load_registry())} exercises: {seconds:.1f} s")
     assert not problems, "\n".join(problems)
+
+
+def test_student_edition_lints_clean(student):
+    """ruff passes on the stubbed package: a student's first `ruff check` shows their own code."""
+    ruff = pytest.importorskip("ruff")
+    del ruff
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "tinyllm"],
+                          cwd=student, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"ruff in the student edition:\n{proc.stdout[-3000:]}"

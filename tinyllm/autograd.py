@@ -63,8 +63,7 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        from tinyllm.tensor import Tensor  # (tensor.py imports this module: import at call time)
-
+        Tensor = _Tensor or _load_tensor()
         tensors = inputs
         for t in inputs:
             if not isinstance(t, Tensor):  # a constant (0.5, an array): wrap them all
@@ -87,6 +86,17 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+_Tensor = None  # tinyllm.tensor.Tensor, bound on first use: tensor.py imports this module
+
+
+def _load_tensor():
+    global _Tensor
+    from tinyllm.tensor import Tensor
+
+    _Tensor = Tensor
+    return Tensor
 
 
 def _wrap_constants(inputs, Tensor) -> list:

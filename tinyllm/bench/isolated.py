@@ -20,6 +20,7 @@ from tinyllm.bench.suites import (
     BABY,
     QUICK,
     Options,
+    have_dezero,
     have_torch,
     make_dezero_gpt,
     make_gpt,
@@ -70,7 +71,8 @@ def _child(code: str, env=None, timeout=600, threads=None, unset=()) -> dict:
 
 
 def suite_memory(opts: Options) -> list:
-    impls = ["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+    impls = (["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+             + (["dezero"] if have_dezero() else []))
     t = Table("Peak memory of one GPT training step (fresh process each)",
               ["implementation", "tracemalloc peak MiB", "ratio to numpy", "cold step RSS +MiB",
                "steady step RSS +MiB", "process RSS MiB"])
@@ -113,7 +115,8 @@ def suite_gpt_solo(opts: Options) -> list:
     """The baby step with each implementation alone in its own process, in its own best
     threading (PyTorch's OpenMP threads may spin, as they do by default): the in-process
     interleaved table must make PyTorch wait passively so that NumPy's threads can run."""
-    impls = ["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+    impls = (["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+             + (["dezero"] if have_dezero() else []))
     reps = 1 if opts.quick else 3
     rounds = 3 if opts.quick else max(10, opts.rounds)
     runs = {i: [] for i in impls}
@@ -132,6 +135,8 @@ def suite_gpt_solo(opts: Options) -> list:
     t.notes.append(f"{reps} processes per implementation, alternating, {rounds} timed steps "
                    "each after 3 warm-up steps; median of the processes' medians; OMP_WAIT_POLICY "
                    "left at the default in every child")
+    if "dezero" in med:
+        t.notes.append(f"DeZero's median / tinyllm's: {med['dezero'] / med['tinyllm']:.2f}x")
     return [t]
 
 

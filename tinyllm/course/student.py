@@ -50,6 +50,9 @@ named in the message explains the exercise.
 """
 
 
+STUB_NOQA = "# ruff: noqa: E501, F401, F821, F841, B007  (stubbed exercises: see the TODO lines)\n"
+
+
 def stub_regions(source: str, exercise_ids=None, registry: Registry | None = None,
                  path: str | None = None) -> str:
     """Replace the solution regions of one Python file's ``source`` by stubs.
@@ -72,6 +75,7 @@ def stub_regions(source: str, exercise_ids=None, registry: Registry | None = Non
         owner = {(r.begin, r.end): ex_id for ex_id, rs in owned.items() for r in rs}
     wanted = None if exercise_ids is None else {str(e) for e in exercise_ids}
     lines = source.splitlines(keepends=True)
+    stubbed = False
     for r in reversed(regions):
         ex_id = owner.get((r.begin, r.end))
         if wanted is not None and ex_id not in wanted:
@@ -85,6 +89,9 @@ def stub_regions(source: str, exercise_ids=None, registry: Registry | None = Non
         stub = (f"{r.indent}# {todo}: write your code here, in place of the raise below\n"
                 f"{r.indent}raise NotImplementedError({json.dumps(message, ensure_ascii=False)})\n")
         lines[r.begin - 1: r.end] = [stub]
+        stubbed = True
+    if stubbed:  # set-up lines unused and code after the raise undefined until it is solved
+        lines.insert(0, STUB_NOQA)
     out = "".join(lines)
     with _PARSE_LOCK:  # a SyntaxError here names the file: the region was misplaced
         compile(out, name, "exec")

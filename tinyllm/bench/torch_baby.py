@@ -1,0 +1,91 @@
+"""The ``baby-shakespeare`` preset trained in PyTorch, for the quality comparison in
+docs/benchmarks.md ("Training quality").
+
+Same data (tinyllm's corpus resolver, character tokenizer and 90/10 split), same batches
+(``task.batch`` with the same seeded NumPy generators as ``tinyllm train``), same architecture
+and initialisation (``TorchGPT``: biases, exact GELU, tied head), same recipe (AdamW with
+nanoGPT's groups, the preset's warm-up and cosine schedule, clipping at 1.0). Only the engine
+differs, so a gap between this and ``tinyllm train --preset baby-shakespeare`` is tinyllm's.
+
+    python -m tinyllm.bench.torch_baby --seed 1 [--eval-iters 400] [--threads 2]
+
+Prints one JSON line: the final validation loss on the trainer's 20 batches (nanoGPT's
+estimate) and on ``--eval-iters`` batches drawn as ``tinyllm eval --eval-iters N`` draws them,
+and the wall time. PyTorch is a test/benchmark extra, never a dependency of tinyllm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def _loss(model, task, split, rng, iters, torch):
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for _ in range(iters):
+            inputs, _ = task.batch(split, rng)
+            x, y = (torch.from_numpy(inputs[k].astype(np.int64)) for k in ("idx", "targets"))
+            losses.append(float(model(x, y)[1]))
+    model.train()
+    return float(np.mean(losses))
+
+
+def main(argv=None) -> int:
+    import torch  # noqa: PLC0415
+
+    from tinyllm.bench.torch_ref import TorchGPT, make_gpt_optimizer  # noqa: PLC0415
+    from tinyllm.optim import cosine_with_warmup  # noqa: PLC0415
+    from tinyllm.train.presets import preset_config  # noqa: PLC0415
+    from tinyllm.train.tasks import build_task  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=None, help="default: the preset's seed")
+    ap.add_argument("--max-iters", type=int, default=None)
+    ap.add_argument("--eval-iters", type=int, default=400, help="batches of the long estimate")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = preset_config("baby-shakespeare")
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.max_iters:
+        cfg.max_iters = args.max_iters
+    cfg.finalize()
+    task = build_task(cfg)
+    torch.manual_seed(cfg.seed)
+    model = TorchGPT(task.tokenizer.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head,
+                     cfg.n_embd, activation="gelu")
+    opt = make_gpt_optimizer(model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)  # the trainer's batch generator
+    t0 = time.perf_counter()
+    for step in range(cfg.max_iters):
+        lr = cosine_with_warmup(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        inputs, _ = task.batch("train", rng)
+        x, y = (torch.from_numpy(inputs[k].astype(np.int64)) for k in ("idx", "targets"))
+        opt.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    wall = time.perf_counter() - t0
+    out = {"seed": cfg.seed, "steps": cfg.max_iters, "train_s": round(wall, 1),
+           "val_loss_20": _loss(model, task, "val", np.random.default_rng([cfg.seed, 1, 1]),
+                                cfg.eval_iters, torch),
+           f"val_loss_{args.eval_iters}": _loss(model, task, "val",
+                                                np.random.default_rng([cfg.seed, 1, 1]),
+                                                args.eval_iters, torch)}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
