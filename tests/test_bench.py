@@ -1,6 +1,8 @@
 """The benchmark suite's correctness (never its timings): the hand-written NumPy reference and the
 PyTorch reference compute what tinyllm computes, and ``tinyllm.bench.main`` runs end to end."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,10 +12,10 @@ from tinyllm.models.gpt import GPT, GPTConfig
 from tinyllm.optim import clip_grad_norm_
 
 
-def _tiny_gpt(seed):
+def _tiny_gpt(seed, activation="gelu_tanh"):
     tl.manual_seed(seed)
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
-                    activation="gelu_tanh")
+                    activation=activation)
     model = GPT(cfg)
     state = {k: np.array(v) for k, v in model.state_dict().items()}
     return cfg, model, state
@@ -79,11 +81,12 @@ def test_numpy_mlp_matches_tinyllm(rng):
         _close(ref.grads[name], p.grad)
 
 
-def test_torch_reference_matches_tinyllm(rng):
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu"])  # the bench's, the presets'
+def test_torch_reference_matches_tinyllm(rng, activation):
     torch = pytest.importorskip("torch")
     from tinyllm.bench.torch_ref import TorchGPT, torch_state
 
-    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)))
+    cfg, model, state = _tiny_gpt(int(rng.integers(1 << 30)), activation)
     tm = TorchGPT.from_config(cfg)
     tm.load_state_dict(torch_state(state))
     x, y = rng.integers(0, 11, (3, 8)), rng.integers(0, 11, (3, 8))
@@ -95,6 +98,24 @@ def test_torch_reference_matches_tinyllm(rng):
     grads = dict(tm.named_parameters())
     for name, p in model.named_parameters():
         _close(grads[name].grad.numpy(), p.grad)
+
+
+def test_torch_twin_of_baby_shakespeare_runs(capsys):
+    """The quality comparison's PyTorch run, a few steps: it trains and reports both estimates."""
+    pytest.importorskip("torch")
+    from tinyllm.data import load_corpus
+
+    try:
+        load_corpus("tinyshakespeare", download_missing=False)
+    except Exception:  # noqa: BLE001
+        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
+    from tinyllm.bench.torch_baby import main
+
+    assert main(["--seed", "3", "--max-iters", "3", "--eval-iters", "2", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["seed"] == 3 and out["steps"] == 3
+    # three steps from N(0, 0.02) weights: still near log(65) = 4.17, and finite
+    assert 3.0 < out["val_loss_20"] < 4.5 and 3.0 < out["val_loss_2"] < 4.5
 
 
 def test_gpt_flops_estimate_for_the_baby_config():
