@@ -296,6 +296,39 @@ def test_beam_search_with_one_beam_is_greedy(half_trained, length_penalty):
             beam_search(m, src, 9, num_beams=1, length_penalty=length_penalty), greedy)
 
 
+def test_sampling_first_token_follows_the_softmax(rng):
+    """Sampled first tokens, counted over many copies of one source, match softmax(logits / T)
+    after top-k (an independent check of temperature, top-k and the draw itself)."""
+    m = tiny(seed=int(rng.integers(1 << 20)))
+    src = np.repeat(rng.integers(3, 11, (1, 5)), 4000, axis=0)
+    temperature, k = float(rng.uniform(0.5, 2.0)), 5
+    first = m.generate(src, 1, do_sample=True, temperature=temperature, top_k=k, seed=1)[:, 0]
+    lg = m(src[:1], np.array([[BOS]])).numpy()[0, -1].astype(np.float64)
+    lg[[PAD, BOS]] = -np.inf
+    lg /= temperature
+    keep = np.argsort(lg)[-k:]
+    p = np.zeros_like(lg)
+    p[keep] = np.exp(lg[keep] - lg[keep].max())
+    p /= p.sum()
+    freq = np.bincount(first, minlength=len(p)) / len(first)
+    assert set(np.flatnonzero(freq)) <= set(keep.tolist())
+    np.testing.assert_allclose(freq, p, atol=4 * np.sqrt(0.25 / len(first)))  # 4 sigma
+
+
+def test_sampling_is_seeded_and_top_k_one_is_greedy(half_trained):
+    models, src = half_trained
+    m = models[True]
+    a = m.generate(src, 9, do_sample=True, temperature=1.5, seed=3)
+    np.testing.assert_array_equal(a, m.generate(src, 9, do_sample=True, temperature=1.5, seed=3))
+    assert (a != m.generate(src, 9, do_sample=True, temperature=1.5, seed=4)).any()
+    np.testing.assert_array_equal(m.generate(src, 9, do_sample=True, top_k=1, seed=5),
+                                  m.generate(src, 9))
+    with pytest.raises(ValueError, match="temperature"):
+        m.generate(src, 9, do_sample=True, temperature=0)
+    with pytest.raises(ValueError, match="beam"):
+        m.generate(src, 9, do_sample=True, num_beams=2)
+
+
 def _sequence_logprob(m, src, seq):
     """Teacher-forced sum of log-probabilities of ``seq`` (ids after bos, up to eos)."""
     tgt_in = np.array([[BOS, *seq[:-1]]])

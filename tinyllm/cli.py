@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="sample from the distribution (default)")
     g.add_argument("--greedy", dest="do_sample", action="store_false",
                    help="always take the most likely token (or beam search with --num-beams)")
-    s.add_argument("--num-beams", type=int, default=1)
+    s.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams (deterministic: implies --greedy)")
     s.add_argument("--num-return-sequences", type=int, default=1)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default=None)
@@ -134,12 +135,13 @@ def _cmd_train(args) -> int:
 def _generate(args, task):
     if not task.can_sample:
         return None
+    sampling = dict(do_sample=args.do_sample and args.num_beams == 1,
+                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                    num_beams=args.num_beams, seed=args.seed)
     if task.kind == "lm":
-        return task.sample(args.prompt, args.max_new_tokens, do_sample=args.do_sample,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           num_beams=args.num_beams,
-                           num_return_sequences=args.num_return_sequences, seed=args.seed)
-    return task.sample(args.prompt, args.max_new_tokens, num_beams=args.num_beams)
+        return task.sample(args.prompt, args.max_new_tokens, **sampling,
+                           num_return_sequences=args.num_return_sequences)
+    return task.sample(args.prompt, args.max_new_tokens, **sampling)
 
 
 def _cmd_sample(args) -> int:

@@ -172,14 +172,7 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
     num_beams = _check_int("num_beams", num_beams, 1)
     nrs = _check_int("num_return_sequences", num_return_sequences, 1)
     if do_sample:
-        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-                and temperature > 0):
-            raise ValueError(f"generate: temperature must be a positive number when sampling, got "
-                             f"{temperature!r} (for the most likely token use do_sample=False)")
-        if top_k is not None:
-            top_k = _check_int("top_k", top_k, 1)
-        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p!r}")
+        top_k = check_sampling_args(temperature, top_k, top_p)
         if num_beams > 1:
             raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
                              "supported; use num_beams=1 to sample or do_sample=False for beams")
@@ -214,6 +207,32 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
             object.__setattr__(m, "training", mode)
 
 
+def check_sampling_args(temperature, top_k, top_p):
+    """Validate the sampling options (the error names the bad one); returns top_k as an int."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"generate: temperature must be a positive number when sampling, got "
+                         f"{temperature!r} (for the most likely token use do_sample=False)")
+    if top_k is not None:
+        top_k = _check_int("top_k", top_k, 1)
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"generate: top_p must be in (0, 1], got {top_p!r}")
+    return top_k
+
+
+def sample_next(logits, temperature: float, top_k, top_p, rng):
+    """One token id per row of ``logits`` (N, V), drawn from softmax(logits / temperature)
+    after top-k and top-p filtering, in transformers' order. Returns NumPy int (N,)."""
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    cdf = np.cumsum(_softmax(logits), axis=-1)
+    u = rng.random(len(logits))[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)  # inverse CDF
+
+
 def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eos, pad,
             use_cache, rng):
     """Greedy decoding or sampling, one token per step for every row."""
@@ -222,14 +241,7 @@ def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eo
     for step in range(max_new_tokens):
         logits = dec.start(ids) if step == 0 else dec.step(ids)
         if do_sample:
-            logits = logits / temperature
-            if top_k is not None:
-                logits = top_k_filter(logits, top_k)
-            if top_p is not None and top_p < 1.0:
-                logits = top_p_filter(logits, top_p)
-            cdf = np.cumsum(_softmax(logits), axis=-1)
-            u = rng.random(len(ids))[:, None] * cdf[:, -1:]
-            nxt = np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)  # inverse CDF
+            nxt = sample_next(logits, temperature, top_k, top_p, rng)
         else:
             nxt = logits.argmax(axis=-1)
         if eos:

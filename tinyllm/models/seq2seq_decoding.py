@@ -23,6 +23,7 @@ import contextlib
 from tinyllm import backend
 from tinyllm.autograd import no_grad
 from tinyllm.backend import np
+from tinyllm.models.generation import check_sampling_args, sample_next
 from tinyllm.models.transformer import _as_src_mask, _ids
 from tinyllm.tensor import Tensor
 
@@ -59,10 +60,16 @@ def _next_logits(model, tokens, memory, src_mask, cache):
     return logits
 
 
-def greedy_decode(model, src, max_new_tokens: int, use_cache: bool = True, src_mask=None):
-    """The most likely next token at every step, until ``eos`` in every row or
-    ``max_new_tokens``. Returns NumPy int64 (B, L)."""
+def greedy_decode(model, src, max_new_tokens: int, use_cache: bool = True, src_mask=None,
+                  do_sample: bool = False, temperature: float = 1.0, top_k=None, top_p=None,
+                  seed=None):
+    """The most likely next token at every step (or, with ``do_sample``, one drawn from
+    softmax(logits / temperature) after top-k and top-p filtering, as ``GPT.generate`` does),
+    until ``eos`` in every row or ``max_new_tokens``. Returns NumPy int64 (B, L)."""
     cfg = model.config
+    if do_sample:
+        top_k = check_sampling_args(temperature, top_k, top_p)
+        rng = np.random.default_rng(seed) if seed is not None else backend.rng()
     with _eval_mode(model):
         src, src_mask = _prepare(model, src, src_mask, max_new_tokens)
         memory = model.encode(src, src_mask)
@@ -71,7 +78,9 @@ def greedy_decode(model, src, max_new_tokens: int, use_cache: bool = True, src_m
         done = np.zeros(b, dtype=bool)
         cache = model.new_cache(max_new_tokens) if use_cache else None
         for _ in range(max_new_tokens):
-            nxt = _next_logits(model, tokens, memory, src_mask, cache).argmax(axis=-1)
+            logits = _next_logits(model, tokens, memory, src_mask, cache)
+            nxt = (sample_next(logits, temperature, top_k, top_p, rng) if do_sample
+                   else logits.argmax(axis=-1))
             nxt[done] = cfg.pad_id
             tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
             done |= nxt == cfg.eos_id

@@ -298,16 +298,22 @@ class Transformer(Module):
         return Seq2SeqCache(len(self.decoder), max_len or self.config.max_len)
 
     def generate(self, src, max_new_tokens: int, num_beams: int = 1, length_penalty: float = 1.0,
-                 use_cache: bool = True, src_mask=None):
-        """Decode each source greedily (``num_beams=1``) or with beam search.
-
-        Returns a NumPy int64 array (B, L <= max_new_tokens) of the generated ids, without
-        ``bos``, each row ending at its ``eos`` and padded with ``pad_id`` after it.
+                 use_cache: bool = True, src_mask=None, do_sample: bool = False,
+                 temperature: float = 1.0, top_k=None, top_p=None, seed=None):
+        """Decode each source greedily (``num_beams=1``), by sampling (``do_sample=True``, with
+        ``temperature``, ``top_k``, ``top_p`` and ``seed`` as in ``GPT.generate``) or with beam
+        search. Returns a NumPy int64 array (B, L <= max_new_tokens) of the generated ids,
+        without ``bos``, each row ending at its ``eos`` and padded with ``pad_id`` after it.
         """
         from tinyllm.models.seq2seq_decoding import beam_search, greedy_decode
 
+        if do_sample and num_beams > 1:
+            raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
+                             "supported; use num_beams=1 to sample or do_sample=False for beams")
         if num_beams == 1:
-            return greedy_decode(self, src, max_new_tokens, use_cache=use_cache, src_mask=src_mask)
+            return greedy_decode(self, src, max_new_tokens, use_cache=use_cache, src_mask=src_mask,
+                                 do_sample=do_sample, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, seed=seed)
         return beam_search(self, src, max_new_tokens, num_beams=num_beams,
                            length_penalty=length_penalty, use_cache=use_cache, src_mask=src_mask)
 

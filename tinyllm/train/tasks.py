@@ -306,13 +306,16 @@ class Seq2SeqTask(Task):
         self.model.eval()
         return {"exact_match": exact_match(self.model, pairs, batch_size=64)}
 
-    def sample(self, prompt=None, max_new_tokens=None, num_beams=1, **_) -> list[str]:
+    def sample(self, prompt=None, max_new_tokens=None, num_beams=1, **sampling) -> list[str]:
+        """The decoded target for source ``prompt``: greedy, beams, or sampled (``do_sample``,
+        ``temperature``, ``top_k``, ``top_p``, ``seed``, as ``Transformer.generate`` takes them)."""
         tok = self.tokenizer
         if not prompt:
             raise ValueError("sample for a seq2seq run needs --prompt (the source sequence)")
         src = np.asarray([tok.encode(prompt) + [tok.eos_token_id]], dtype=np.int64)
         limit = self.cfg.block_size  # the decoder's positions (max_len = block_size + 1)
-        out = self.model.generate(src, min(max_new_tokens or limit, limit), num_beams=num_beams)
+        out = self.model.generate(src, min(max_new_tokens or limit, limit), num_beams=num_beams,
+                                  **sampling)
         special = set(tok.all_special_ids)
         return [tok.decode([i for i in row.tolist() if i not in special]) for row in out]
 
