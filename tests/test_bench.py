@@ -111,11 +111,12 @@ def test_torch_twin_of_baby_shakespeare_runs(capsys):
         pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
     from tinyllm.bench.torch_baby import main
 
-    assert main(["--seed", "3", "--max-iters", "3", "--eval-iters", "2", "--threads", "1"]) == 0
+    assert main(["--seed", "3", "--max-iters", "40", "--eval-iters", "2", "--threads", "1"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["seed"] == 3 and out["steps"] == 3
-    # three steps from N(0, 0.02) weights: still near log(65) = 4.17, and finite
-    assert 3.0 < out["val_loss_20"] < 4.5 and 3.0 < out["val_loss_2"] < 4.5
+    assert out["seed"] == 3 and out["steps"] == 40
+    # from log(65) = 4.17 at N(0, 0.02) weights, 40 warm-up steps must already have learnt the
+    # character frequencies (a twin whose updates vanish, e.g. clipped to norm 0, stays at 4.17)
+    assert 2.5 < out["val_loss_20"] < 3.8 and 2.5 < out["val_loss_2"] < 3.8
 
 
 def test_gpt_flops_estimate_for_the_baby_config():

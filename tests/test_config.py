@@ -18,8 +18,9 @@ def test_baby_shakespeare_is_nanogpts_cpu_run():
     c = preset_config("baby-shakespeare")
     assert (c.block_size, c.batch_size, c.n_layer, c.n_head, c.n_embd, c.dropout) == \
         (64, 12, 4, 4, 128, 0.0)
-    assert (c.lr, c.min_lr, c.max_iters, c.warmup_iters, c.betas) == \
-        (1e-3, 1e-4, 2000, 100, (0.9, 0.99))
+    assert (c.lr, c.min_lr, c.max_iters, c.warmup_iters) == (1e-3, 1e-4, 2000, 100)
+    # the optimizer settings that beat nanoGPT's on this short run (docs/benchmarks.md)
+    assert (c.betas, c.weight_decay, c.grad_clip) == ((0.9, 0.999), 0.0, 0.0)
 
 
 def test_overrides_are_coerced_to_the_field_types():

@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
         _, loss = model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if cfg.grad_clip > 0:  # 0 turns clipping off, as in the trainer
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
     wall = time.perf_counter() - t0
     out = {"seed": cfg.seed, "steps": cfg.max_iters, "train_s": round(wall, 1),
