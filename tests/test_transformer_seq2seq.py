@@ -7,7 +7,7 @@ import pytest
 from helpers import check_grads, check_param_grads
 
 import tinyllm as tl
-from tinyllm.models.seq2seq_decoding import beam_search, greedy_decode
+from tinyllm.models.seq2seq_decoding import beam_search, sample_decode
 from tinyllm.models.transformer import (
     CrossAttention,
     Transformer,
@@ -290,7 +290,7 @@ def test_generation_with_and_without_cache_is_identical(half_trained, norm_first
 def test_beam_search_with_one_beam_is_greedy(half_trained, length_penalty):
     models, src = half_trained
     for m in models.values():
-        greedy = greedy_decode(m, src, 9)
+        greedy = sample_decode(m, src, 9)
         assert len({int(np.argmax(r == EOS)) for r in greedy}) > 1  # rows end at different steps
         np.testing.assert_array_equal(
             beam_search(m, src, 9, num_beams=1, length_penalty=length_penalty), greedy)

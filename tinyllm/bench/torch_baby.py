@@ -3,15 +3,17 @@ docs/benchmarks.md ("Training quality").
 
 Same data (tinyllm's corpus resolver, character tokenizer and 90/10 split), same batches
 (``task.batch`` with the same seeded NumPy generators as ``tinyllm train``), same architecture
-and initialisation (``TorchGPT``: biases, exact GELU, tied head), same recipe (AdamW with
-nanoGPT's groups, the preset's warm-up and cosine schedule, clipping at 1.0). Only the engine
-differs, so a gap between this and ``tinyllm train --preset baby-shakespeare`` is tinyllm's.
+and initialisation (``TorchGPT``: biases, exact GELU, tied head), same recipe (the preset's
+AdamW settings with nanoGPT's decay groups, warm-up and cosine schedule, clipping when
+``grad_clip`` > 0). Only the engine differs, so a gap between this and
+``tinyllm train --preset baby-shakespeare`` is tinyllm's.
 
     python -m tinyllm.bench.torch_baby --seed 1 [--eval-iters 400] [--threads 2]
 
-Prints one JSON line: the final validation loss on the trainer's 20 batches (nanoGPT's
-estimate) and on ``--eval-iters`` batches drawn as ``tinyllm eval --eval-iters N`` draws them,
-and the wall time. PyTorch is a test/benchmark extra, never a dependency of tinyllm.
+Prints one JSON line: the final validation loss on the trainer's ``eval_iters`` (20) batches
+(nanoGPT's estimate) and on ``--eval-iters`` batches drawn as ``tinyllm eval --eval-iters N``
+draws them (the same generator, so the short estimate is the long one's first batches), and
+the training time. PyTorch is a test/benchmark extra, never a dependency of tinyllm.
 """
 
 from __future__ import annotations
@@ -23,16 +25,21 @@ import time
 import numpy as np
 
 
-def _loss(model, task, split, rng, iters, torch):
+def _xy(inputs, torch):
+    """The task's NumPy batch as int64 torch tensors (inputs, targets)."""
+    return (torch.from_numpy(inputs[k].astype(np.int64)) for k in ("idx", "targets"))
+
+
+def _val_losses(model, task, seed, n, torch) -> list:
+    """Losses of ``n`` validation batches from the trainer's evaluation generator."""
+    rng = np.random.default_rng([seed, 1, 1])
     model.eval()
     losses = []
     with torch.no_grad():
-        for _ in range(iters):
-            inputs, _ = task.batch(split, rng)
-            x, y = (torch.from_numpy(inputs[k].astype(np.int64)) for k in ("idx", "targets"))
+        for _ in range(n):
+            x, y = _xy(task.batch("val", rng)[0], torch)
             losses.append(float(model(x, y)[1]))
-    model.train()
-    return float(np.mean(losses))
+    return losses
 
 
 def main(argv=None) -> int:
@@ -69,8 +76,7 @@ def main(argv=None) -> int:
         lr = cosine_with_warmup(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
         for group in opt.param_groups:
             group["lr"] = lr
-        inputs, _ = task.batch("train", rng)
-        x, y = (torch.from_numpy(inputs[k].astype(np.int64)) for k in ("idx", "targets"))
+        x, y = _xy(task.batch("train", rng)[0], torch)
         opt.zero_grad(set_to_none=True)
         _, loss = model(x, y)
         loss.backward()
@@ -78,12 +84,10 @@ def main(argv=None) -> int:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
     wall = time.perf_counter() - t0
-    out = {"seed": cfg.seed, "steps": cfg.max_iters, "train_s": round(wall, 1),
-           "val_loss_20": _loss(model, task, "val", np.random.default_rng([cfg.seed, 1, 1]),
-                                cfg.eval_iters, torch),
-           f"val_loss_{args.eval_iters}": _loss(model, task, "val",
-                                                np.random.default_rng([cfg.seed, 1, 1]),
-                                                args.eval_iters, torch)}
+    losses = _val_losses(model, task, cfg.seed, max(cfg.eval_iters, args.eval_iters), torch)
+    out = {"seed": cfg.seed, "steps": cfg.max_iters, "train_s": round(wall, 1)}
+    for n in (cfg.eval_iters, args.eval_iters):
+        out[f"val_loss_{n}"] = float(np.mean(losses[:n]))
     print(json.dumps(out))
     return 0
 

@@ -1,4 +1,5 @@
-"""Decoding for the encoder-decoder Transformer: greedy and beam search, with a key/value cache.
+"""Decoding for the encoder-decoder Transformer: greedy, sampling and beam search, with a
+key/value cache.
 
 The source is encoded once; the decoder then runs one position per step. With ``use_cache`` it
 feeds only the newest token and keeps the earlier positions' self-attention keys and values (and
@@ -60,7 +61,7 @@ def _next_logits(model, tokens, memory, src_mask, cache):
     return logits
 
 
-def greedy_decode(model, src, max_new_tokens: int, use_cache: bool = True, src_mask=None,
+def sample_decode(model, src, max_new_tokens: int, use_cache: bool = True, src_mask=None,
                   do_sample: bool = False, temperature: float = 1.0, top_k=None, top_p=None,
                   seed=None):
     """The most likely next token at every step (or, with ``do_sample``, one drawn from

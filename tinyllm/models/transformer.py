@@ -305,13 +305,13 @@ class Transformer(Module):
         search. Returns a NumPy int64 array (B, L <= max_new_tokens) of the generated ids,
         without ``bos``, each row ending at its ``eos`` and padded with ``pad_id`` after it.
         """
-        from tinyllm.models.seq2seq_decoding import beam_search, greedy_decode
+        from tinyllm.models.seq2seq_decoding import beam_search, sample_decode
 
         if do_sample and num_beams > 1:
             raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
                              "supported; use num_beams=1 to sample or do_sample=False for beams")
         if num_beams == 1:
-            return greedy_decode(self, src, max_new_tokens, use_cache=use_cache, src_mask=src_mask,
+            return sample_decode(self, src, max_new_tokens, use_cache=use_cache, src_mask=src_mask,
                                  do_sample=do_sample, temperature=temperature, top_k=top_k,
                                  top_p=top_p, seed=seed)
         return beam_search(self, src, max_new_tokens, num_beams=num_beams,
