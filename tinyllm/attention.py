@@ -21,9 +21,6 @@ from tinyllm.tensor import Tensor
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
 
-_causal_cache: dict = {}
-
-
 def causal_mask(t: int, s: int | None = None, xp=None):
     """Boolean (T, S) mask, True where query i may attend key j: j <= i + (S - T).
 
@@ -37,26 +34,38 @@ def causal_mask(t: int, s: int | None = None, xp=None):
     # END SOLUTION
 
 
+# One lower-triangular square per array module, sliced for every (T, S): the mask of T queries
+# that end a sequence of S positions is rows S-T .. S-1, columns 0 .. S-1 of the square. It
+# grows (to a multiple of 256) only when a longer sequence comes, so its memory is bounded by
+# the longest sequence seen: 1 MiB of booleans for 1,024 positions, whatever the shapes asked.
+_causal_squares: dict = {}
+
+
+def _causal_slice(xp, t: int, s: int):
+    """causal_mask(t, s) as a view of the shared square (no new array when T <= S)."""
+    if t > s:  # more queries than keys: no square holds it (and nothing asks it twice)
+        return causal_mask(t, s, xp)
+    square = _causal_squares.get(xp.__name__)
+    if square is None or square.shape[0] < s:
+        n = -(-s // 256) * 256
+        square = _causal_squares[xp.__name__] = causal_mask(n, n, xp)
+    return square[s - t:s, :s]
+
+
 def _attention_bias(xp, mask, is_causal, t, s, dtype):
     """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative.
 
     A finite negative (not -inf) keeps a row whose keys are all masked finite (uniform weights,
-    as Hugging Face's BERT does) instead of NaN. The causal-only bias is cached per shape.
+    as Hugging Face's BERT does) instead of NaN. The causal part is a view of one shared mask.
     """
-    neg = xp.finfo(dtype).min
     if is_causal and t == 1:  # one query, the last position (decoding with a cache): sees all
         is_causal = False
-    if is_causal and mask is None:
-        key = (t, s, dtype, xp.__name__)
-        bias = _causal_cache.get(key)
-        if bias is None:
-            bias = _causal_cache[key] = xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
-        return bias
     if is_causal:
-        mask = mask & causal_mask(t, s, xp)
+        causal = _causal_slice(xp, t, s)
+        mask = causal if mask is None else mask & causal
     if mask is None:
         return None
-    return xp.where(mask, dtype.type(0), neg).astype(dtype)
+    return xp.where(mask, dtype.type(0), xp.finfo(dtype).min).astype(dtype, copy=False)
 
 
 class ScaledDotProductAttention(Function):

@@ -15,6 +15,7 @@ import math
 from tinyllm import backend, ops
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
+from tinyllm.ids import check_ids
 from tinyllm.tensor import Tensor
 
 __all__ = [
@@ -290,12 +291,9 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     if backend.is_float(t.dtype):
         raise TypeError(f"cross_entropy targets must be integer class ids, got {t.dtype}")
     v = lshape[-1]
+    check_ids(t, v, "targets", kind="class id", ignore_index=ignore_index,
+              hint=f" (logits with {v} classes; use ignore_index={ignore_index} to skip one)")
     t = t.reshape(-1)
-    counted = t[t != ignore_index]
-    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= v):
-        bad = int(counted.max()) if int(counted.max()) >= v else int(counted.min())
-        raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
-                         f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
     x = logits if isinstance(logits, Tensor) else Tensor(logits)
     out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
     return out.reshape(lshape[:-1]) if reduction == "none" else out
@@ -379,12 +377,8 @@ class Embedding(Function):
 def embedding(ids, weight) -> Tensor:
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
     i = ids.data if isinstance(ids, Tensor) else backend.as_array(ids, device=weight.device)
-    if backend.is_float(i.dtype):
-        raise TypeError(f"embedding ids must be integers, got {i.dtype}")
     v = weight.shape[0]
-    if i.size and (int(i.min()) < 0 or int(i.max()) >= v):
-        bad = int(i.max()) if int(i.max()) >= v else int(i.min())
-        raise IndexError(f"token id {bad} is outside the vocabulary [0, {v}) of this embedding")
+    check_ids(i, v, "ids", kind="token id", hint=f" (the rows of the {tuple(weight.shape)} table)")
     return Embedding(i)(weight)
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 from tinyllm import backend
 from tinyllm import functional as F
+from tinyllm.ids import as_ids, as_mask, check_ids
+from tinyllm.models.hub import PretrainedMixin
 from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList, Parameter
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
@@ -120,25 +122,10 @@ def roberta_config(vocab_size: int = 50265, **kwargs) -> BertConfig:
     return BertConfig(**d)
 
 
-# ------------------------------------------------------------------------------ inputs
-def _ids_array(x, name: str, like_shape=None, device=None):
-    """A backend integer array from a NumPy array, list or Tensor, checked."""
-    a = x.data if isinstance(x, Tensor) else backend.as_array(x, device=device)
-    if backend.is_float(a.dtype) or a.dtype == bool and name == "input_ids":
-        raise TypeError(f"{name} must hold integers, got {a.dtype}")
-    if like_shape is None and a.ndim != 2:
-        raise ValueError(f"{name} must have shape (B, T), got {tuple(a.shape)} "
-                         "(wrap a single sequence as [ids])")
-    if like_shape is not None and tuple(a.shape) != tuple(like_shape):
-        raise ValueError(f"{name} has shape {tuple(a.shape)} but input_ids has shape "
-                         f"{tuple(like_shape)}; they must match")
-    return a
-
-
-def _check_range(a, n: int, name: str, what: str):
-    if a.size and (int(a.min()) < 0 or int(a.max()) >= n):
-        bad = int(a.max()) if int(a.max()) >= n else int(a.min())
-        raise IndexError(f"{name} holds {bad}, outside [0, {n}) ({what})")
+def lookup(table: Embedding, ids):
+    """The rows ``ids`` of an Embedding's table: ``F.embedding`` without its id check, for ids
+    checked once where they entered."""
+    return F.Embedding(ids)(table.weight)
 
 
 class BertEmbeddings(Module):
@@ -165,22 +152,32 @@ class BertEmbeddings(Module):
         return xp.cumsum(real, axis=1) * real + (off - 1)
 
     def forward(self, ids, token_type_ids):
+        """``ids`` and ``token_type_ids`` (B, T), checked already by ``BertModel.check_inputs``:
+        ``lookup`` (F.embedding's Function) reads the tables without checking them again."""
         c = self.config
         t = ids.shape[1]
         if t + c.position_offset > c.max_position_embeddings:
             raise ValueError(f"sequence length {t} is longer than this model's "
                              f"{c.max_position_embeddings - c.position_offset} positions "
                              "(max_position_embeddings); truncate the input")
-        x = self.word_embeddings(ids) + self.position_embeddings(self.position_ids(ids))
-        x = x + self.token_type_embeddings(token_type_ids)
+        x = lookup(self.word_embeddings, ids) + lookup(self.position_embeddings,
+                                                        self.position_ids(ids))
+        x = x + lookup(self.token_type_embeddings, token_type_ids)
         return self.dropout(self.ln(x))
 
 
-class BertModel(Module):
+# Hugging Face BERT/RoBERTa folders (config.json + model.safetensors): PretrainedMixin's
+# from_pretrained(directory, strict=True) and save_pretrained(directory)
+HF_FORMAT = ("tinyllm.models.hf_bert", "load_pretrained", "save_pretrained")
+
+
+class BertModel(PretrainedMixin, Module):
     """``BertModel(config)``: the encoder. ``model(input_ids, attention_mask=None,
     token_type_ids=None, output_hidden_states=False)`` -> last hidden state (B, T, H), or
     ``(last_hidden_state, hidden_states)`` with the embeddings output and every layer's output.
     """
+
+    hf_format = HF_FORMAT
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -203,18 +200,20 @@ class BertModel(Module):
     def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None):
         """Backend arrays (ids, bool mask (B,1,1,T) or None, token types), with clear errors."""
         c, dev = self.config, self.embeddings.word_embeddings.weight.device
-        ids = _ids_array(input_ids, "input_ids", device=dev)
-        _check_range(ids, c.vocab_size, "input_ids", f"the vocabulary size is {c.vocab_size}")
+        ids = check_ids(as_ids(input_ids, "input_ids", ndim=2, device=dev), c.vocab_size,
+                        "input_ids", kind="token id", hint=f" (the vocabulary size is {c.vocab_size})")
         if token_type_ids is None:
             tt = backend.get_array_module(ids).zeros(ids.shape, dtype=ids.dtype)
         else:
-            tt = _ids_array(token_type_ids, "token_type_ids", ids.shape, device=dev)
-            _check_range(tt, c.type_vocab_size, "token_type_ids",
-                         f"type_vocab_size is {c.type_vocab_size}")
+            tt = as_ids(token_type_ids, "token_type_ids", device=dev, kind="token type id")
+            if tuple(tt.shape) != tuple(ids.shape):
+                raise ValueError(f"token_type_ids has shape {tuple(tt.shape)} but input_ids has "
+                                 f"shape {tuple(ids.shape)}; they must match")
+            check_ids(tt, c.type_vocab_size, "token_type_ids", kind="token type id",
+                      hint=f" (type_vocab_size is {c.type_vocab_size})")
         mask = None
         if attention_mask is not None:
-            m = _ids_array(attention_mask, "attention_mask", ids.shape, device=dev)
-            mask = (m != 0)[:, None, None, :]
+            mask = as_mask(attention_mask, "attention_mask", ids.shape, dev)[:, None, None, :]
         return ids, mask, tt
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
@@ -232,19 +231,6 @@ class BertModel(Module):
         return F.tanh(self.pooler(last_hidden_state[:, 0]))
 
     pool = pooler_output
-
-    @classmethod
-    def from_pretrained(cls, directory, strict: bool = True):
-        """Read a Hugging Face BERT/RoBERTa folder (config.json + model.safetensors)."""
-        from tinyllm.models.hf_bert import load_pretrained
-
-        return load_pretrained(cls, directory, strict=strict)
-
-    def save_pretrained(self, directory) -> None:
-        """Write config.json and model.safetensors with Hugging Face names."""
-        from tinyllm.models.hf_bert import save_pretrained
-
-        save_pretrained(self, directory)
 
 
 # ------------------------------------------------------------------------------ heads
@@ -303,7 +289,7 @@ def _labels(x, name, dev):
     return x.data if isinstance(x, Tensor) else backend.as_array(x, device=dev)
 
 
-class BertForPreTraining(Module):
+class BertForPreTraining(PretrainedMixin, Module):
     """BERT with its masked-LM and next-sentence-prediction heads.
 
     ``forward(input_ids, attention_mask=None, token_type_ids=None, labels=None,
@@ -311,6 +297,7 @@ class BertForPreTraining(Module):
     """
 
     has_nsp = True
+    hf_format = HF_FORMAT
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -335,17 +322,6 @@ class BertForPreTraining(Module):
                                 _labels(next_sentence_label, "next_sentence_label", dev))
         return BertPreTrainingOutput(logits, nsp_logits, loss, h,
                                      hidden if output_hidden_states else None)
-
-    @classmethod
-    def from_pretrained(cls, directory, strict: bool = True):
-        from tinyllm.models.hf_bert import load_pretrained
-
-        return load_pretrained(cls, directory, strict=strict)
-
-    def save_pretrained(self, directory) -> None:
-        from tinyllm.models.hf_bert import save_pretrained
-
-        save_pretrained(self, directory)
 
 
 class BertForMaskedLM(BertForPreTraining):

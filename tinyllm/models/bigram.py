@@ -14,8 +14,8 @@ import math
 
 from tinyllm import backend
 from tinyllm import functional as F
-from tinyllm.autograd import no_grad
 from tinyllm.nn import Embedding, Module
+from tinyllm.nn.inference import eval_mode
 from tinyllm.tensor import Tensor
 
 
@@ -39,11 +39,7 @@ def sample_from_logits(logits, temperature: float, gen):
     return xp.minimum(ids, p.shape[-1] - 1)
 
 
-def _generator(seed):
-    return backend.rng() if seed is None else backend.np.random.default_rng(seed)
-
-
-def _prompt_array(idx):
+def prompt_array(idx):
     """A (B, T) int64 NumPy copy of a prompt (array or Tensor), T >= 1, or a clear error."""
     out = backend.np.array(idx.numpy() if isinstance(idx, Tensor) else idx, dtype="int64")
     if out.ndim != 2 or out.shape[1] == 0:
@@ -52,12 +48,24 @@ def _prompt_array(idx):
     return out
 
 
-def _prompt_ids(tokenizer, prompt, default_len: int = 1):
+def prompt_ids(tokenizer, prompt, default_len: int = 1):
     """Ids of ``prompt``; with no prompt, ``default_len`` newlines (or id 0 without a newline)."""
     if prompt is None or prompt == "":
         nl = tokenizer.token_to_id("\n")
         return [nl if nl is not None else 0] * default_len
     return list(tokenizer.encode(prompt))
+
+
+def sample_loop(model, next_logits, out, max_new_tokens: int, temperature: float, seed=None):
+    """Extend the NumPy prompt ``out`` (B, T) by ``max_new_tokens`` ids, each row's next id
+    drawn by ``sample_from_logits`` from ``next_logits(out)`` (N, V); ``model`` runs in eval
+    mode without gradients. ``seed``: a generator of its own (default: ``tl.manual_seed``'s)."""
+    gen = backend.rng() if seed is None else backend.np.random.default_rng(seed)
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            nxt = sample_from_logits(next_logits(out), temperature, gen)
+            out = backend.np.concatenate([out, nxt[:, None].astype("int64")], axis=1)
+    return out
 
 
 class BigramLM(Module):
@@ -80,21 +88,10 @@ class BigramLM(Module):
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, seed=None):
         """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled ids -> NumPy ints (B, T + n)."""
-        xp = backend.np
-        gen = _generator(seed)
-        out = _prompt_array(idx)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    last = backend.as_array(out[:, -1], device=self.table.weight.device)
-                    logits = self.table.weight.data[last]  # the table row of the last id
-                    nxt = sample_from_logits(logits, temperature, gen)
-                    out = xp.concatenate([out, nxt[:, None].astype(xp.int64)], axis=1)
-        finally:
-            self.train(was_training)
-        return out
+        def next_logits(out):  # the table row of each row's last id
+            return self.table.weight.data[backend.as_array(out[:, -1], device=self.table.weight.device)]
+
+        return sample_loop(self, next_logits, prompt_array(idx), max_new_tokens, temperature, seed)
 
     def sample(self, tokenizer, n_chars: int = 200, prompt: str | None = None, seed=None,
                temperature: float = 1.0) -> str:
@@ -103,7 +100,7 @@ class BigramLM(Module):
         Without a prompt the text starts from a newline. ``seed`` makes the sample repeatable
         (default: tinyllm's generator, ``tl.manual_seed``); ``temperature`` 0 is greedy.
         """
-        ids = _prompt_ids(tokenizer, prompt)
+        ids = prompt_ids(tokenizer, prompt)
         out = self.generate([ids], n_chars, temperature=temperature, seed=seed)
         return tokenizer.decode(out[0].tolist())
 

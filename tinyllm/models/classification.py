@@ -153,37 +153,13 @@ class BertForSequenceClassification(SequenceClassifier):
         return self.body
 
 
-def _gpt_features(gpt):
-    """Hidden states (B, T, C) of a tinyllm GPT before its LM head (after ``ln_f``).
-
-    Uses the GPT's own ``hidden_states(idx)`` method when it has one; otherwise runs its parts
-    (wte + wpe, causal blocks, ln_f) in the order of ``GPT._logits``. Causal attention means
-    right padding never changes the real positions, so no mask is needed."""
-    fn = getattr(gpt, "hidden_states", None)
-    if callable(fn):
-        return lambda ids, mask: fn(ids)
-    if not all(hasattr(gpt, a) for a in ("wte", "wpe", "drop", "blocks", "ln_f")):
-        raise TypeError(f"{type(gpt).__name__} is not a tinyllm GPT (needs wte, wpe, drop, blocks, "
-                        "ln_f or a hidden_states method); pass features=lambda ids, mask: ...")
-
-    def features(ids, mask):
-        dev = gpt.wte.weight.device
-        a = ids.data if isinstance(ids, Tensor) else backend.as_array(ids, device=dev)
-        check = getattr(gpt, "_check_ids", None)
-        if callable(check):
-            a = check(a, None)
-        x = gpt.drop(gpt.wte(a) + gpt.wpe(a.shape[1]))
-        for block in gpt.blocks:
-            x = block(x, is_causal=True)
-        return gpt.ln_f(x)
-
-    return features
-
-
 class GPTForSequenceClassification(SequenceClassifier):
-    """A causal GPT body classified from its last real token (right padding)."""
+    """A causal GPT body classified from its last real token (right padding). The features are
+    ``gpt.hidden_states(ids, attention_mask=mask)``: the final hidden states, after ``ln_f``."""
 
     def __init__(self, gpt, hidden_size: int, num_labels: int = 2, pooling: str = "last",
                  dropout: float = 0.1, freeze_body: bool = False, features=None):
-        super().__init__(gpt, hidden_size, num_labels, pooling, dropout, freeze_body,
-                         features=features or _gpt_features(gpt))
+        if features is None and not callable(getattr(gpt, "hidden_states", None)):
+            raise TypeError(f"{type(gpt).__name__} has no hidden_states(ids, attention_mask) "
+                            "method (a tinyllm GPT has); pass features=lambda ids, mask: ...")
+        super().__init__(gpt, hidden_size, num_labels, pooling, dropout, freeze_body, features)

@@ -1,18 +1,18 @@
-"""Text generation for decoder-only models: greedy, sampling (temperature, top-k, top-p), beam search.
+"""Text generation, one engine for every model: greedy, sampling (temperature, top-k, top-p),
+beam search.
 
     out = model.generate(idx, max_new_tokens=50)                             # greedy
     out = model.generate(idx, 50, do_sample=True, temperature=0.8, top_k=40, seed=0)
     out = model.generate(idx, 50, num_beams=4, num_return_sequences=2)       # beam search
+    out = model.generate(idx, 50, attention_mask=mask)                       # a padded batch
 
 ``idx`` is a (B, T) integer array (or Tensor); the result is a NumPy int64 array that starts with
 the prompt: (B * num_return_sequences, T + max_new_tokens), shorter only when every row has
-produced ``eos_token_id`` (the rows that finish early are padded with ``pad_token_id``, by
-default the eos id), as in Hugging Face ``transformers``.
-
-The semantics follow ``transformers``' ``generate``: logits are warped in the order temperature,
-top-k, top-p; beam search keeps the ``num_beams`` best partial sequences by their sum of
-log-probabilities and ranks finished ones by that sum divided by (generated length) **
-``length_penalty`` (the prompt does not count).
+produced ``eos_token_id`` (rows that finish early are padded with ``pad_token_id``, by default
+the eos id). The semantics follow ``transformers``' ``generate``: logits are warped in the
+order temperature, top-k, top-p; beam search keeps the ``num_beams`` best partial sequences by
+their sum of log-probabilities and ranks finished ones by that sum divided by (generated
+length) ** ``length_penalty`` (the prompt does not count).
 
 **The key/value cache** (``use_cache=True``): the prompt is run once, then each step feeds only
 the new token, whose attention reads the earlier positions' keys and values from one ``KVCache``
@@ -21,10 +21,21 @@ sequence outgrows the model's ``block_size`` the context is cropped to the last 
 tokens (nanoGPT); a cache cannot drop its first position (every later key was computed with it
 in view), so from that step on generation falls back to recomputing the cropped context.
 
+**A padded batch** (``attention_mask`` (B, T): 1 at real tokens, 0 at padding, e.g. prompts of
+different lengths padded on the left): the model hides the padding from attention and numbers
+each row's positions from its own first real token, so each row generates what it would alone.
+The generated tokens count as real; a cropped context crops the mask with it.
+
 **The model protocol** (``GenerationMixin`` or ``generate(model, ...)``): a ``Module`` with
-``block_size`` (the longest context, or None), ``new_kv_caches()`` (a list of fresh caches, one
-per layer) and ``next_token_logits(ids, kv_caches=None)`` -> (N, V) logits of the last position,
-where ``ids`` (N, T) continue the positions already in ``kv_caches``.
+``block_size`` (the longest context, or None), ``new_kv_caches()`` (fresh caches, one per
+layer, each with ``reorder(index)``) and ``next_token_logits(ids, kv_caches=None, **inputs)``
+-> (N, V) logits of the last position, where ``ids`` (N, T) continue the positions already in
+``kv_caches``. ``inputs`` are ``attention_mask`` (when one is given) and ``model_kwargs``:
+per-row inputs that stay fixed while decoding (the encoder-decoder's ``memory`` and
+``src_mask``), whose rows the engine repeats with the prompt's for beams and return sequences.
+
+Logits that hold NaN or +inf (or a row of only -inf) stop generation with an error: no token
+can be chosen from them. A -inf logit alone is a token ruled out (probability 0).
 
 Exercise 10.1 is ``top_p_filter``.
 """
@@ -34,11 +45,13 @@ from __future__ import annotations
 import math
 
 from tinyllm import backend
-from tinyllm.autograd import no_grad
 from tinyllm.backend import np
+from tinyllm.ids import as_ids, as_mask, check_ids
+from tinyllm.nn.inference import eval_mode
 from tinyllm.tensor import Tensor
 
-__all__ = ["GenerationMixin", "generate", "beam_search", "top_k_filter", "top_p_filter"]
+__all__ = ["GenerationMixin", "generate", "beam_search", "top_k_filter", "top_p_filter",
+           "sample_next", "check_sampling_args"]
 
 
 # ---------------------------------------------------------------------------- logits filters
@@ -53,9 +66,14 @@ def top_k_filter(logits, k: int):
     return np.where(logits < kth, -np.inf, logits)
 
 
+def _log_softmax(x):
+    """log softmax along the last axis of a NumPy array (float64 on the host)."""
+    s = x - x.max(axis=-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+
+
 def _softmax(x):
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    return np.exp(_log_softmax(x))  # one NumPy log-softmax serves both
 
 
 def top_p_filter(logits, top_p: float):
@@ -80,51 +98,99 @@ def top_p_filter(logits, top_p: float):
     # END SOLUTION
 
 
-def _log_softmax(x):
-    s = x - x.max(axis=-1, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+def sample_next(logits, temperature: float, top_k, top_p, rng):
+    """One token id per row of ``logits`` (N, V), drawn from softmax(logits / temperature)
+    after top-k and top-p filtering, in transformers' order. Returns NumPy int (N,)."""
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    cdf = np.cumsum(_softmax(logits), axis=-1)
+    u = rng.random(len(logits))[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)  # inverse CDF
 
 
 # ---------------------------------------------------------------------------- the model driver
+def _repeat_rows(x, n: int):
+    """Each row (axis 0) of ``x`` (NumPy, backend array or Tensor, or None) ``n`` times."""
+    if x is None or n == 1:
+        return x
+    if isinstance(x, Tensor):
+        return Tensor(_repeat_rows(x.data, n), _raw=True)
+    return backend.get_array_module(x).repeat(x, n, axis=0)
+
+
 class _Decoder:
     """Runs the model for generation: the prompt once, then one token per step (with a cache),
-    or the whole (cropped) context every step (without)."""
+    or the whole (cropped) context every step (without). Hands back float64 host logits (N, V),
+    checked finite, ``suppress`` tokens set to -inf."""
 
-    def __init__(self, model, use_cache: bool):
+    def __init__(self, model, use_cache: bool, mask=None, model_kwargs=None, suppress=(),
+                 tokens=None):
         self.model = model
         self.block = getattr(model, "block_size", None)
         self.use_cache = use_cache and hasattr(model, "new_kv_caches")
         self.caches = None
         self.cached = 0  # positions in the caches
+        self.mask = mask  # (N, T) host booleans; each generated token adds a real position
+        self.kwargs = dict(model_kwargs or {})
+        self.suppress = list(suppress)
+        self.tokens = tokens or {}  # {argument name: token ids}, checked against V at the start
+        self.steps = 0
 
-    def _run(self, ids, caches=None):
-        logits = self.model.next_token_logits(ids, kv_caches=caches)
+    def _run(self, ids, caches, mask):
+        kw = self.kwargs if mask is None else {**self.kwargs, "attention_mask": mask}
+        logits = self.model.next_token_logits(ids, kv_caches=caches, **kw)
         logits = logits.numpy() if isinstance(logits, Tensor) else backend.to_device(logits, "cpu")
-        return np.asarray(logits, dtype=np.float64)
+        logits = np.array(logits, dtype=np.float64)
+        self.steps += 1
+        # -inf is a probability of 0 (a token ruled out); NaN, +inf or a row of nothing but
+        # -inf rule out no token and every token alike: an error, never a made-up token 0
+        bad = np.isnan(logits) | np.isposinf(logits)
+        if bad.any() or np.isneginf(logits).all(axis=1).any():
+            what = ("NaN" if np.isnan(logits).any() else "+inf" if bad.any()
+                    else "rows of only -inf (infinite values)")
+            rows = np.flatnonzero(bad.any(axis=1) | np.isneginf(logits).all(axis=1)).tolist()
+            raise ValueError(f"generate: the model's logits hold {what} at step {self.steps} "
+                             f"(rows {rows[:8]}), so no token can be chosen; check the model's "
+                             "weights (a diverged training run?) and its inputs")
+        if self.suppress:
+            logits[:, self.suppress] = -np.inf
+        return logits
 
     def start(self, ids):
         """Logits (N, V) after the prompt ``ids`` (N, T)."""
         if self.use_cache and (self.block is None or ids.shape[1] <= self.block):
             self.caches = self.model.new_kv_caches()
             self.cached = ids.shape[1]
-            return self._run(ids, self.caches)
-        return self._run(self._crop(ids))
+            logits = self._run(ids, self.caches, self.mask)
+        else:
+            logits = self._run(*self._crop(ids))
+        for name, values in self.tokens.items():  # the vocabulary is known now: V
+            check_ids(np.asarray(values, dtype=np.int64), logits.shape[1], name,
+                      kind="token id", hint=" (the model's vocabulary)")
+        return logits
 
     def step(self, ids):
         """Logits (N, V) after ``ids`` (N, T + 1): the previous sequence plus one new token."""
+        if self.mask is not None:
+            self.mask = np.concatenate([self.mask, np.ones((len(ids), 1), dtype=bool)], axis=1)
         if self.caches is not None and (self.block is None or self.cached < self.block):
             self.cached += 1
-            return self._run(ids[:, -1:], self.caches)
+            return self._run(ids[:, -1:], self.caches, self.mask)
         self.caches = None  # full (or never used): recompute the cropped context from here on
-        return self._run(self._crop(ids))
+        return self._run(*self._crop(ids))
 
-    def reorder(self, index):
+    def reorder(self, index):  # the rows of one prompt share their mask and model_kwargs
         for c in self.caches or ():
-            k = getattr(c, "k", None)  # the cache's arrays may live on the GPU
-            c.reorder(backend.get_array_module(k).asarray(index) if k is not None else index)
+            c.reorder(index)
 
     def _crop(self, ids):
-        return ids if self.block is None else ids[:, -self.block:]
+        if self.block is None or ids.shape[1] <= self.block:
+            return ids, None, self.mask
+        mask = None if self.mask is None else self.mask[:, -self.block:]
+        return ids[:, -self.block:], None, mask
 
 
 # ---------------------------------------------------------------------------- checks
@@ -134,77 +200,10 @@ def _check_int(name, value, low):
     return int(value)
 
 
-def _as_ids(idx):
-    ids = idx.numpy() if isinstance(idx, Tensor) else backend.to_device(idx, "cpu")
-    ids = np.asarray(ids)
-    if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
-        raise ValueError(f"generate: idx must have shape (B, T) with B, T >= 1, got "
-                         f"{tuple(ids.shape)} (add a batch axis with idx[None])")
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"generate: idx must hold integer token ids, got dtype {ids.dtype}")
-    return ids.astype(np.int64)
-
-
-def _eos_list(eos_token_id):
-    if eos_token_id is None:
-        return []
-    eos = [eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else list(eos_token_id)
-    for e in eos:
-        _check_int("eos_token_id", e, 0)
-    return [int(e) for e in eos]
-
-
-# ---------------------------------------------------------------------------- generate
-def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
-             top_k=None, top_p=None, num_beams: int = 1, num_return_sequences: int = 1,
-             eos_token_id=None, use_cache: bool = True, seed=None, pad_token_id=None,
-             length_penalty: float = 1.0, early_stopping=False):
-    """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens (see the module doc).
-
-    ``do_sample`` draws from softmax(logits / temperature) after top-k and top-p filtering;
-    otherwise greedy (``num_beams=1``) or beam search. ``seed`` makes sampling reproducible with
-    its own generator; without it tinyllm's generator (``tl.manual_seed``) is used. Runs under
-    ``no_grad`` in eval mode; every module's previous mode is restored afterwards.
-    Returns a NumPy int64 array (B * num_return_sequences, T + new).
-    """
-    ids = _as_ids(idx)
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
-    num_beams = _check_int("num_beams", num_beams, 1)
-    nrs = _check_int("num_return_sequences", num_return_sequences, 1)
-    if do_sample:
-        top_k = check_sampling_args(temperature, top_k, top_p)
-        if num_beams > 1:
-            raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
-                             "supported; use num_beams=1 to sample or do_sample=False for beams")
-    elif num_beams == 1 and nrs > 1:
-        raise ValueError(f"generate: greedy decoding gives one sequence per prompt, so "
-                         f"num_return_sequences={nrs} needs do_sample=True or num_beams >= {nrs}")
-    if num_beams > 1 and nrs > num_beams:
-        raise ValueError(f"generate: num_return_sequences={nrs} cannot exceed num_beams={num_beams}"
-                         " (beam search returns its best beams)")
-    eos = _eos_list(eos_token_id)
-    if pad_token_id is not None:
-        pad_token_id = _check_int("pad_token_id", pad_token_id, 0)
-    pad = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with no_grad():
-            if max_new_tokens == 0:
-                return np.repeat(ids, nrs, axis=0)
-            if num_beams > 1:
-                # transformers fills finished beams with `pad_token_id or eos_token_id`: a pad id
-                # of 0 counts as unset there, so beams are padded with eos; we do the same
-                beam_pad = pad_token_id if pad_token_id else (eos[0] if eos else 0)
-                return beam_search(model, ids, max_new_tokens, num_beams, nrs, length_penalty,
-                                   early_stopping, eos, beam_pad, use_cache)[0]
-            rng = np.random.default_rng(seed) if seed is not None else backend.rng()
-            return _sample(model, np.repeat(ids, nrs, axis=0), max_new_tokens, do_sample,
-                           temperature, top_k, top_p, eos, pad, use_cache, rng)
-    finally:
-        for m, mode in modes:
-            object.__setattr__(m, "training", mode)
+def _token_list(name, value):
+    """None, one token id or several -> a list of ints >= 0."""
+    values = [] if value is None else [value] if isinstance(value, (int, np.integer)) else value
+    return [_check_int(name, v, 0) for v in values]
 
 
 def check_sampling_args(temperature, top_k, top_p):
@@ -220,30 +219,87 @@ def check_sampling_args(temperature, top_k, top_p):
     return top_k
 
 
-def sample_next(logits, temperature: float, top_k, top_p, rng):
-    """One token id per row of ``logits`` (N, V), drawn from softmax(logits / temperature)
-    after top-k and top-p filtering, in transformers' order. Returns NumPy int (N,)."""
-    logits = logits / temperature
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    if top_p is not None and top_p < 1.0:
-        logits = top_p_filter(logits, top_p)
-    cdf = np.cumsum(_softmax(logits), axis=-1)
-    u = rng.random(len(logits))[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)  # inverse CDF
+def _check_search(do_sample, num_beams, nrs):
+    num_beams = _check_int("num_beams", num_beams, 1)
+    nrs = _check_int("num_return_sequences", nrs, 1)
+    if do_sample and num_beams > 1:
+        raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
+                         "supported; use num_beams=1 to sample or do_sample=False for beams")
+    if not do_sample and num_beams == 1 and nrs > 1:
+        raise ValueError(f"generate: greedy decoding gives one sequence per prompt, so "
+                         f"num_return_sequences={nrs} needs do_sample=True or num_beams >= {nrs}")
+    if num_beams > 1 and nrs > num_beams:
+        raise ValueError(f"generate: num_return_sequences={nrs} cannot exceed num_beams={num_beams}"
+                         " (beam search returns its best beams)")
+    return num_beams, nrs
 
 
-def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eos, pad,
-            use_cache, rng):
-    """Greedy decoding or sampling, one token per step for every row."""
-    dec = _Decoder(model, use_cache)
+def _prompt(idx, attention_mask):
+    """Host int64 ids (B, T) and, with a mask, host booleans (B, T) with a real token per row."""
+    ids = as_ids(idx, "idx", ndim=2, device="cpu").astype(np.int64)
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"generate: idx must have shape (B, T) with B, T >= 1, got "
+                         f"{tuple(ids.shape)}")
+    if attention_mask is None:
+        return ids, None
+    mask = as_mask(attention_mask, "attention_mask", ids.shape, device="cpu")
+    empty = np.flatnonzero(~mask.any(axis=1)).tolist()
+    if empty:
+        raise ValueError(f"generate: attention_mask rows {empty} have no real token (all 0); "
+                         "each prompt needs at least one")
+    return ids, mask
+
+
+# ---------------------------------------------------------------------------- generate
+def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
+             top_k=None, top_p=None, num_beams: int = 1, num_return_sequences: int = 1,
+             eos_token_id=None, use_cache: bool = True, seed=None, pad_token_id=None,
+             length_penalty: float = 1.0, early_stopping=False, attention_mask=None,
+             suppress_tokens=None, model_kwargs=None):
+    """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens (see the module doc).
+
+    ``do_sample`` draws from softmax(logits / temperature) after top-k and top-p filtering;
+    otherwise greedy (``num_beams=1``) or beam search. ``seed`` makes sampling reproducible with
+    its own generator; without it tinyllm's generator (``tl.manual_seed``) is used.
+    ``attention_mask`` (B, T) marks the real tokens of a padded batch; ``suppress_tokens`` are
+    never generated; ``model_kwargs`` go to ``next_token_logits`` (see the protocol). Runs under
+    ``no_grad`` in eval mode; every module's previous mode is restored afterwards.
+    Returns a NumPy int64 array (B * num_return_sequences, T + new).
+    """
+    ids, mask = _prompt(idx, attention_mask)
+    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
+    num_beams, nrs = _check_search(do_sample, num_beams, num_return_sequences)
+    if do_sample:
+        top_k = check_sampling_args(temperature, top_k, top_p)
+    eos = _token_list("eos_token_id", eos_token_id)
+    pads = _token_list("pad_token_id", pad_token_id)[:1]
+    options = dict(attention_mask=mask, model_kwargs=model_kwargs,
+                   suppress_tokens=_token_list("suppress_tokens", suppress_tokens),
+                   check_tokens={"eos_token_id": eos, "pad_token_id": pads})
+    with eval_mode(model):
+        if max_new_tokens == 0:
+            return np.repeat(ids, nrs, axis=0)
+        if num_beams > 1:
+            # transformers fills finished beams with `pad_token_id or eos_token_id`: a pad id
+            # of 0 counts as unset there, so beams are padded with eos; we do the same
+            pad = pads[0] if pads and pads[0] else (eos[0] if eos else 0)
+            return beam_search(model, ids, max_new_tokens, num_beams, nrs, length_penalty,
+                               early_stopping, eos, pad, use_cache, **options)[0]
+        rng = np.random.default_rng(seed) if seed is not None else backend.rng()
+        pad = pads[0] if pads else (eos[0] if eos else 0)
+        dec = _Decoder(model, use_cache, _repeat_rows(mask, nrs),
+                       {k: _repeat_rows(v, nrs) for k, v in (model_kwargs or {}).items()},
+                       options["suppress_tokens"], options["check_tokens"])
+        sampler = (lambda lo: sample_next(lo, temperature, top_k, top_p, rng)) if do_sample \
+            else (lambda lo: lo.argmax(axis=-1))
+        return _decode(dec, np.repeat(ids, nrs, axis=0), max_new_tokens, sampler, eos, pad)
+
+
+def _decode(dec, ids, max_new_tokens, choose, eos, pad):
+    """Greedy decoding or sampling, one token per step for every row (``choose`` picks it)."""
     finished = np.zeros(len(ids), dtype=bool)
     for step in range(max_new_tokens):
-        logits = dec.start(ids) if step == 0 else dec.step(ids)
-        if do_sample:
-            nxt = sample_next(logits, temperature, top_k, top_p, rng)
-        else:
-            nxt = logits.argmax(axis=-1)
+        nxt = choose(dec.start(ids) if step == 0 else dec.step(ids))
         if eos:
             nxt = np.where(finished, pad, nxt)
             finished |= np.isin(nxt, eos)
@@ -255,7 +311,8 @@ def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eo
 
 def beam_search(model, ids, max_new_tokens: int, num_beams: int, num_return_sequences: int = 1,
                 length_penalty: float = 1.0, early_stopping=False, eos=(), pad: int = 0,
-                use_cache: bool = True):
+                use_cache: bool = True, attention_mask=None, model_kwargs=None,
+                suppress_tokens=(), check_tokens=None):
     """Beam search as in ``transformers`` (>= 4.50): returns (sequences, scores).
 
     sequences (B * num_return_sequences, T + n) int64, best first for each prompt; scores are
@@ -264,7 +321,9 @@ def beam_search(model, ids, max_new_tokens: int, num_beams: int, num_return_sequ
     alive even if some end in eos); those among the top num_beams that end in eos, or reach
     max_new_tokens, join the finished list (the num_beams best are kept); the best unfinished
     num_beams continue. ``early_stopping`` (False, True or "never") decides when to stop before
-    max_new_tokens once num_beams hypotheses are finished. Call it under ``no_grad``.
+    max_new_tokens once num_beams hypotheses are finished. ``attention_mask``, ``model_kwargs``
+    and ``suppress_tokens`` are ``generate``'s. Call it under ``no_grad``. (One step of the
+    search is the loop body; cut in pieces, its state would pass through a dozen arguments.)
     """
     b, t0 = ids.shape
     k = num_beams
@@ -274,13 +333,14 @@ def beam_search(model, ids, max_new_tokens: int, num_beams: int, num_return_sequ
     running = np.repeat(ids, k, axis=0).reshape(b, k, t0)
     run_scores = np.zeros((b, k))
     run_scores[:, 1:] = -1e9  # all beams start equal: only the first one may expand at step 0
-    fin_seqs = np.full((b, k, max_len), pad, dtype=np.int64)
-    fin_scores = np.full((b, k), -1e9)
-    fin_len = np.zeros((b, k), dtype=np.int64)  # generated tokens of each finished hypothesis
-    fin_done = np.zeros((b, k), dtype=bool)
+    # the finished list: sequences, scores, generated lengths, whether the slot holds one
+    fin = (np.full((b, k, max_len), pad, dtype=np.int64), np.full((b, k), -1e9),
+           np.zeros((b, k), dtype=np.int64), np.zeros((b, k), dtype=bool))
     may_improve = np.ones(b, dtype=bool)  # can a running beam still beat the finished ones?
     top_k_mask = np.arange(keep) < k
-    dec = _Decoder(model, use_cache)
+    dec = _Decoder(model, use_cache, _repeat_rows(attention_mask, k),
+                   {n: _repeat_rows(v, k) for n, v in (model_kwargs or {}).items()},
+                   suppress_tokens, check_tokens)
     for step in range(max_new_tokens):
         cur = t0 + step  # length before this step's token
         flat = running.reshape(b * k, cur)
@@ -301,45 +361,41 @@ def beam_search(model, ids, max_new_tokens: int, num_beams: int, num_return_sequ
         src_beam = np.take_along_axis(beam, nxt, axis=-1)
         # the finished ones among the top k join the finished list if they beat its worst
         norm = top_scores / float(cur + 1 - t0) ** length_penalty
-        full = fin_done.all(axis=1) & (early_stopping is True)
+        full = fin[3].all(axis=1) & (early_stopping is True)
         norm = norm - 1e9 * (full | ~may_improve)[:, None] - 1e9 * ~(hits & top_k_mask)
-        padded = np.full((b, keep, max_len), pad, dtype=np.int64)
-        padded[:, :, :cur + 1] = cand
-        m_seqs = np.concatenate([fin_seqs, padded], axis=1)
-        m_scores = np.concatenate([fin_scores, norm], axis=1)
-        m_len = np.concatenate([fin_len, np.full((b, keep), cur + 1 - t0)], axis=1)
-        m_done = np.concatenate([fin_done, hits & top_k_mask], axis=1)
-        best = np.argsort(-m_scores, axis=-1, kind="stable")[:, :k]
-        fin_seqs = np.take_along_axis(m_seqs, best[:, :, None], axis=1)
-        fin_scores = np.take_along_axis(m_scores, best, axis=-1)
-        fin_len = np.take_along_axis(m_len, best, axis=-1)
-        fin_done = np.take_along_axis(m_done, best, axis=-1)
+        fin = _merge_finished(fin, cand, norm, cur + 1 - t0, hits & top_k_mask, pad)
         dec.reorder((src_beam + k * np.arange(b)[:, None]).reshape(-1))
         # stop when no running beam can improve on a full finished list, or nothing can continue
         gen = max_new_tokens if (early_stopping == "never" and length_penalty > 0) else cur + 1 - t0
         best_running = run_scores[:, 0] / float(gen) ** length_penalty
-        worst_fin = np.where(fin_done, fin_scores.min(axis=1, keepdims=True), -1e9)
+        worst_fin = np.where(fin[3], fin[1].min(axis=1, keepdims=True), -1e9)
         may_improve &= (best_running[:, None] > worst_fin).any(axis=1)
-        if (not may_improve.any() or (early_stopping is True and fin_done.all())
-                or hits.all()):
+        if not may_improve.any() or (early_stopping is True and fin[3].all()) or hits.all():
             break
     nrs = num_return_sequences
-    out_len = t0 + int(fin_len[:, :nrs].max())
-    return (fin_seqs[:, :nrs, :out_len].reshape(b * nrs, out_len),
-            fin_scores[:, :nrs].reshape(b * nrs))
+    out_len = t0 + int(fin[2][:, :nrs].max())
+    return fin[0][:, :nrs, :out_len].reshape(b * nrs, out_len), fin[1][:, :nrs].reshape(b * nrs)
+
+
+def _merge_finished(fin, cand, scores, length, done, pad):
+    """The finished list ``fin`` (sequences (b, k, L), scores, lengths, done) and the candidates
+    ``cand`` (b, keep, t) with their ``scores`` (-1e9 where they do not finish): the k best."""
+    b, keep, t = cand.shape
+    padded = np.full((b, keep, fin[0].shape[2]), pad, dtype=np.int64)
+    padded[:, :, :t] = cand
+    new = (padded, scores, np.full((b, keep), length), done)
+    merged = [np.concatenate(pair, axis=1) for pair in zip(fin, new)]
+    best = np.argsort(-merged[1], axis=-1, kind="stable")[:, :fin[1].shape[1]]
+    return tuple(np.take_along_axis(m, best[:, :, None] if m.ndim == 3 else best, axis=1)
+                 for m in merged)
 
 
 class GenerationMixin:
-    """Adds ``generate`` to a decoder-only model that follows the protocol in the module doc."""
+    """Adds ``generate`` to a model that follows the protocol in the module doc."""
 
-    def generate(self, idx, max_new_tokens: int, do_sample: bool = False,
-                 temperature: float = 1.0, top_k=None, top_p=None, num_beams: int = 1,
-                 num_return_sequences: int = 1, eos_token_id=None, use_cache: bool = True,
-                 seed=None, pad_token_id=None, length_penalty: float = 1.0,
-                 early_stopping=False):
-        """See ``tinyllm.models.generation.generate``."""
-        return generate(self, idx, max_new_tokens, do_sample=do_sample, temperature=temperature,
-                        top_k=top_k, top_p=top_p, num_beams=num_beams,
-                        num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
-                        use_cache=use_cache, seed=seed, pad_token_id=pad_token_id,
-                        length_penalty=length_penalty, early_stopping=early_stopping)
+    def generate(self, idx, max_new_tokens: int, **options):
+        """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens; ``options``
+        (do_sample, temperature, top_k, top_p, num_beams, num_return_sequences, eos_token_id,
+        pad_token_id, attention_mask, use_cache, seed, length_penalty, early_stopping, ...) are
+        those of ``tinyllm.models.generation.generate``."""
+        return generate(self, idx, max_new_tokens, **options)

@@ -5,12 +5,20 @@
     logits, loss = model(idx, targets)          # idx, targets (B, T) integer arrays
     out = model.generate(idx, max_new_tokens=100, do_sample=True, top_k=40)
 
-The token ids are embedded (``wte``), a learned vector per position is added (``wpe``), a stack of
-pre-LayerNorm Transformer blocks with causal self-attention mixes the positions, a final
-LayerNorm (``ln_f``) normalises, and the logits are the dot products with the token embeddings
-again (the LM head is *tied* to ``wte``: one (V, C) matrix reads tokens in and writes them out).
+The whole model is in this file, from ids to logits, on the engine's functions (``F.linear``,
+``F.layer_norm``, ``F.scaled_dot_product_attention``, ...):
 
-Shapes: ``B`` batch, ``T`` positions, ``C`` = n_embd, ``V`` = vocab_size.
+    x = drop(wte[idx] + wpe[positions])                         (B, T, C)
+    each block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))  causal self-attention, pre-LN
+    logits = ln_f(x) @ wte^T                                    (B, T, V)
+
+The token ids are embedded (``wte``), a learned vector per position is added (``wpe``), pre-LN
+blocks mix the positions (each attends to itself and the ones before), a final LayerNorm
+(``ln_f``) normalises, and the logits are the dot products with the token embeddings again: the
+head is *tied* to ``wte``, one (V, C) matrix reads tokens in and writes them out.
+
+Shapes: ``B`` batch, ``T`` positions, ``C`` = n_embd (the width), ``V`` = vocab_size,
+``H`` = n_head heads of ``D`` = C / H channels; ``S`` positions of keys (T plus the cached ones).
 """
 
 from __future__ import annotations
@@ -19,17 +27,18 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from tinyllm import functional as F
-from tinyllm.backend import np
+from tinyllm.backend import get_array_module, np
+from tinyllm.ids import as_ids, as_mask
 from tinyllm.models.generation import GenerationMixin
+from tinyllm.models.hub import PretrainedMixin
 from tinyllm.models.presets import PRESETS, preset_config
-from tinyllm.nn.attention import KVCache
-from tinyllm.nn.layers import Dropout, Embedding, LayerNorm
+from tinyllm.nn.attention import KVCache, merge_heads, split_heads
+from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList
 from tinyllm.nn.positional import LearnedPositionalEmbedding
-from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor
+from tinyllm.nn.transformer import ACTIVATIONS, FeedForward
 
-__all__ = ["GPTConfig", "GPT"]
+__all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention"]
 
 
 @dataclass
@@ -85,90 +94,151 @@ class GPTConfig:
         return asdict(self)
 
 
-class GPT(GenerationMixin, Module):
+# GPT-2's initialisation: N(0, 0.02) everywhere, zero biases, and the two projections into the
+# residual stream of each block scaled by 1/sqrt(2 n_layer) (two residual adds per block).
+INIT_STD = 0.02
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention, q, k and v from one packed projection C -> 3C.
+
+    x (B, T, C) -> (B, T, C): each head h computes softmax(q_h k_h^T / sqrt(D)) v_h, where query
+    i sees keys j <= i; the heads are concatenated and projected back (``proj``). With a
+    ``cache`` (decoding) the keys include the cached earlier positions; ``mask`` (B, 1, 1, S),
+    True at real tokens, also hides padding.
+    """
+
+    def __init__(self, config: GPTConfig, proj_std: float):
+        super().__init__()
+        c = config.n_embd
+        self.n_head, self.dropout = config.n_head, config.dropout
+        self.qkv = Linear(c, 3 * c, bias=config.bias, init_std=INIT_STD)
+        self.proj = Linear(c, c, bias=config.bias, init_std=proj_std)
+        self.resid_dropout = Dropout(config.dropout)
+
+    def forward(self, x, mask=None, cache: KVCache | None = None):
+        h = self.n_head
+        # qkv's channels are [q | k | v], each H heads of D: one split into 3H heads, then
+        # slices along the head axis give the three
+        qkv = split_heads(self.qkv(x), 3 * h)  # (B, 3H, T, D)
+        q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]
+        if cache is not None:  # decoding: the earlier positions' keys and values too (lesson 10)
+            k, v = cache.append(k, v)  # (B, H, S, D)
+        p = self.dropout if self.training else 0.0  # dropout on the attention weights
+        y = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=True, dropout_p=p)
+        return self.resid_dropout(self.proj(merge_heads(y)))
+
+
+class Block(Module):
+    """A pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). (B, T, C) -> same.
+
+    The residual stream x passes through untouched; each sub-layer reads a normalised copy and
+    adds its result. ``mlp`` is Linear(C, 4C) -> activation -> Linear(4C, C) -> dropout.
+    """
+
+    def __init__(self, config: GPTConfig, proj_std: float):
+        super().__init__()
+        c = config
+        self.ln_1 = LayerNorm(c.n_embd, c.layer_norm_eps, bias=c.bias)
+        self.attn = CausalSelfAttention(c, proj_std)
+        self.ln_2 = LayerNorm(c.n_embd, c.layer_norm_eps, bias=c.bias)
+        self.mlp = FeedForward(c.n_embd, 4 * c.n_embd, c.dropout, c.bias, c.activation,
+                               init_std=INIT_STD, proj_init_std=proj_std)
+
+    def forward(self, x, mask=None, cache: KVCache | None = None):
+        """x (B, T, C) -> (B, T, C); ``mask`` and ``cache`` are the attention's."""
+        # BEGIN SOLUTION
+        x = x + self.attn(self.ln_1(x), mask, cache)
+        x = x + self.mlp(self.ln_2(x))
+        # END SOLUTION
+        return x
+
+
+class GPT(PretrainedMixin, GenerationMixin, Module):
     """The GPT language model: ``GPT(config)``; ``model(idx, targets=None)``."""
 
     presets = PRESETS
+    hf_format = ("tinyllm.models.hf_gpt2", "load_gpt2", "save_gpt2")  # GPT-2 directories
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT(config) needs a GPTConfig, got {type(config).__name__}")
-        self.config = config
-        c = config
-        # GPT-2's initialisation: N(0, 0.02) everywhere, zero biases, and the two residual
-        # projections of each block scaled by 1/sqrt(2 n_layer) (2 residual adds per block).
-        std, proj_std = 0.02, 0.02 / math.sqrt(2 * c.n_layer)
-        self.wte = Embedding(c.vocab_size, c.n_embd, init_std=std)
-        self.wpe = LearnedPositionalEmbedding(c.block_size, c.n_embd, init_std=std)
+        self.config = c = config
+        proj_std = INIT_STD / math.sqrt(2 * c.n_layer)
+        self.wte = Embedding(c.vocab_size, c.n_embd, init_std=INIT_STD)
+        self.wpe = LearnedPositionalEmbedding(c.block_size, c.n_embd, init_std=INIT_STD)
         self.drop = Dropout(c.dropout)
-        self.blocks = ModuleList(
-            TransformerBlock(c.n_embd, c.n_head, dropout=c.dropout, bias=c.bias, norm_first=True,
-                             activation=c.activation, eps=c.layer_norm_eps, init_std=std,
-                             proj_init_std=proj_std)
-            for _ in range(c.n_layer))
+        self.blocks = ModuleList(Block(c, proj_std) for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.n_embd, c.layer_norm_eps, bias=c.bias)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, idx, targets=None, kv_caches=None):
+    def forward(self, idx, targets=None, kv_caches=None, attention_mask=None):
         """idx (B, T) integer ids -> logits (B, T, V); with ``targets`` (B, T) -> (logits, loss).
 
         ``loss`` is the mean cross-entropy over the positions whose target is not -100.
         ``kv_caches`` (one ``KVCache`` per block, see ``new_kv_caches``) makes the positions of
         ``idx`` continue the cached ones: generation feeds one new token at a time.
+        ``attention_mask`` (B, S), 1 at real tokens and 0 at padding, for the S = cached + T
+        positions: padding is hidden from attention and each token's position counts only the
+        real tokens before it (a left-padded row computes what it would alone).
         """
-        logits = self._logits(idx, kv_caches)
+        x = self.hidden_states(idx, kv_caches, attention_mask)
+        # BEGIN SOLUTION
+        logits = F.linear(x, self.wte.weight)  # the tied head: logits = x wte^T
+        # END SOLUTION
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits, targets, ignore_index=-100)
 
-    def _logits(self, idx, kv_caches=None, last_only=False):
-        ids = self._check_ids(idx, kv_caches)
-        offset = kv_caches[0].length if kv_caches else 0
-        t = ids.shape[1]
-        x = self.drop(self.wte(ids) + self.wpe(t, offset))
+    def hidden_states(self, idx, kv_caches=None, attention_mask=None):
+        """idx (B, T) -> the final hidden states (B, T, C), after ``ln_f``: everything but the
+        head. The arguments are ``forward``'s."""
+        ids = as_ids(idx, "idx", ndim=2, device=self.wte.weight.device)
+        pos, mask = self._positions(ids, kv_caches, attention_mask)
         caches = kv_caches or [None] * len(self.blocks)
+        # BEGIN SOLUTION
+        x = self.drop(self.wte(ids) + self.wpe(pos))
         for block, cache in zip(self.blocks, caches):
-            x = block(x, is_causal=True, cache=cache)
-        if last_only:  # generation needs only the last position's distribution
-            x = x[:, -1:, :]
-        return F.linear(self.ln_f(x), self.wte.weight)
+            x = block(x, mask, cache)
+        return self.ln_f(x)
+        # END SOLUTION
 
-    def _check_ids(self, idx, kv_caches):
-        ids = idx.data if isinstance(idx, Tensor) else idx
-        if not hasattr(ids, "dtype"):
-            ids = np.asarray(ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"GPT input ids must be integers, got dtype {ids.dtype}")
-        if ids.ndim != 2:
-            raise ValueError(f"GPT input ids must have shape (B, T), got {tuple(ids.shape)} "
-                             "(add a batch axis: idx[None])")
-        c = self.config
-        offset = kv_caches[0].length if kv_caches else 0
+    def _positions(self, ids, kv_caches, attention_mask):
+        """(positions of the tokens, key mask): ``range(offset, offset + T)`` and None, or with
+        an attention mask (B, S) the positions cumsum(mask) - 1 (B, T), as transformers numbers
+        them for GPT-2 (padding gets position 1, a dummy), and the mask as (B, 1, 1, S)."""
+        b, t = ids.shape
         if kv_caches is not None and len(kv_caches) != len(self.blocks):
             raise ValueError(f"kv_caches has {len(kv_caches)} caches; this GPT has "
                              f"{len(self.blocks)} blocks (use model.new_kv_caches())")
-        if offset + ids.shape[1] > c.block_size:
-            raise ValueError(f"sequence of length {offset + ids.shape[1]} (input T={ids.shape[1]}"
+        offset = kv_caches[0].length if kv_caches else 0
+        block_size = self.config.block_size
+        if offset + t > block_size:
+            raise ValueError(f"sequence of length {offset + t} (input T={t}"
                              f"{f', after {offset} cached positions' if offset else ''}) is longer "
-                             f"than block_size={c.block_size}; crop it to the last {c.block_size} "
+                             f"than block_size={block_size}; crop it to the last {block_size} "
                              "tokens")
-        if ids.size:
-            lo, hi = int(ids.min()), int(ids.max())
-            if lo < 0 or hi >= c.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is outside the vocabulary [0, {c.vocab_size}) "
-                                 "of this GPT (vocab_size in its config)")
-        return ids
+        if attention_mask is None:
+            return range(offset, offset + t), None
+        # one entry per cached and new position
+        real = as_mask(attention_mask, "attention_mask", (b, offset + t),
+                       self.wte.weight.device)
+        xp = get_array_module(ids)
+        pos = xp.cumsum(real, axis=1) - 1  # the number of real tokens before each one
+        pos = xp.where(real, pos, min(1, block_size - 1))[:, offset:]
+        return pos, real[:, None, None, :]
 
     # ------------------------------------------------------------------ generation hooks
     @property
     def block_size(self) -> int:
         return self.config.block_size
 
-    def next_token_logits(self, ids, kv_caches=None):
-        """Logits (N, V) of the last position of ``ids`` (N, T), which continue ``kv_caches``."""
-        return self._logits(ids, kv_caches, last_only=True)[:, -1, :]
+    def next_token_logits(self, ids, kv_caches=None, attention_mask=None):
+        """Logits (N, V) of the last position of ``ids`` (N, T), which continue ``kv_caches``:
+        the head only where generation needs it."""
+        return F.linear(self.hidden_states(ids, kv_caches, attention_mask)[:, -1],
+                        self.wte.weight)
 
     def new_kv_caches(self) -> list:
         """One empty ``KVCache`` per block, each holding up to ``block_size`` positions."""
@@ -188,20 +258,6 @@ class GPT(GenerationMixin, Module):
         the token table is shared with the LM head and so stays in)."""
         n = super().num_parameters(trainable_only)
         return n - self.wpe.weight.size if non_embedding else n
-
-    # ------------------------------------------------------------------ Hugging Face GPT-2 files
-    @classmethod
-    def from_pretrained(cls, path, dtype="float32") -> GPT:
-        """Load a Hugging Face GPT-2 directory (``config.json`` + ``model.safetensors``)."""
-        from tinyllm.models.hf_gpt2 import load_gpt2  # noqa: PLC0415
-
-        return load_gpt2(cls, path, dtype=dtype)
-
-    def save_pretrained(self, path) -> None:
-        """Write a Hugging Face GPT-2 directory that ``transformers`` and ``from_pretrained`` read."""
-        from tinyllm.models.hf_gpt2 import save_gpt2  # noqa: PLC0415
-
-        save_gpt2(self, path)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from tinyllm import backend
 from tinyllm import functional as F
-from tinyllm.autograd import no_grad
-from tinyllm.models.bigram import _generator, _prompt_array, _prompt_ids, sample_from_logits
+from tinyllm.models.bigram import prompt_array, prompt_ids, sample_loop
 from tinyllm.nn import Embedding, Linear, Module
 
 
@@ -74,23 +73,16 @@ class MLPLM(Module):
         A prompt shorter than ``context`` is left-padded with its own first id.
         """
         xp = backend.np
-        gen = _generator(seed)
-        out = _prompt_array(idx)
+        out = prompt_array(idx)
         t0 = out.shape[1]
         if t0 < self.context:
             pad = xp.repeat(out[:, :1], self.context - t0, axis=1)
             out = xp.concatenate([pad, out], axis=1)
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    ctx = backend.as_array(out[:, -self.context:], device=self.emb.weight.device)
-                    logits = self(ctx).data
-                    nxt = sample_from_logits(logits, temperature, gen)
-                    out = xp.concatenate([out, nxt[:, None].astype(xp.int64)], axis=1)
-        finally:
-            self.train(was_training)
+
+        def next_logits(ids):  # the last `context` ids of each row
+            return self(backend.as_array(ids[:, -self.context:], device=self.emb.weight.device)).data
+
+        out = sample_loop(self, next_logits, out, max_new_tokens, temperature, seed)
         return out[:, max(self.context - t0, 0):]
 
     def sample(self, tokenizer, n_chars: int = 200, prompt: str | None = None, seed=None,
@@ -100,7 +92,7 @@ class MLPLM(Module):
         Without a prompt the context is ``context`` newlines (which are not part of the text).
         ``seed`` makes the sample repeatable; ``temperature`` 0 is greedy.
         """
-        ids = _prompt_ids(tokenizer, prompt, default_len=self.context)
+        ids = prompt_ids(tokenizer, prompt, default_len=self.context)
         out = self.generate([ids], n_chars, temperature=temperature, seed=seed)
         skip = len(ids) if not prompt else 0
         return tokenizer.decode(out[0, skip:].tolist())

@@ -12,7 +12,7 @@ padding excluded, scaled to unit length so that a dot product is the cosine simi
 from __future__ import annotations
 
 from tinyllm import backend
-from tinyllm.autograd import no_grad
+from tinyllm.nn.inference import eval_mode
 from tinyllm.tensor import Tensor
 
 __all__ = ["mean_pool", "l2_normalize", "encode_sentences"]
@@ -67,19 +67,14 @@ def encode_sentences(model, tokenizer, sentences, batch_size: int = 32, normaliz
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     np = backend.np
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with no_grad():
-            for s in range(0, len(sentences), batch_size):
-                enc = tokenizer(list(sentences[s:s + batch_size]), padding=True, truncation=True,
-                                max_length=max_length)
-                h = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
-                e = mean_pool(h, enc["attention_mask"])
-                out.append((l2_normalize(e) if normalize else e).numpy().astype(np.float32))
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        for s in range(0, len(sentences), batch_size):
+            enc = tokenizer(list(sentences[s:s + batch_size]), padding=True, truncation=True,
+                            max_length=max_length)
+            h = model(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+            e = mean_pool(h, enc["attention_mask"])
+            out.append((l2_normalize(e) if normalize else e).numpy().astype(np.float32))
     if not out:
         dim = getattr(getattr(model, "config", None), "hidden_size", 0)
         return np.zeros((0, dim), dtype=np.float32)

@@ -9,8 +9,11 @@ The blocks are ``nn.TransformerBlock``; the decoder's cross-attention is ``Cross
 below, which can reuse the encoder output's keys and values across decoding steps
 (``Seq2SeqCache``). Post-LN as in the paper by default (``norm_first=False``), pre-LN on request;
 pre-LN needs a final LayerNorm after each stack (``final_norm`` defaults to ``norm_first``;
-``torch.nn.Transformer`` always has them). Decoding (greedy, beam search) lives in
-``tinyllm.models.seq2seq_decoding``.
+``torch.nn.Transformer`` always has them).
+
+Decoding (greedy, sampling, beam search) is GPT's engine, ``tinyllm.models.generation``: the
+source is encoded once, and the decoder provides ``next_token_logits`` and ``new_kv_caches``
+as GPT does, the encoder output riding along as ``memory``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from dataclasses import asdict, dataclass
 
 from tinyllm import backend
 from tinyllm import functional as F
-from tinyllm.backend import get_array_module
+from tinyllm.backend import get_array_module, np
+from tinyllm.ids import as_ids, as_mask
+from tinyllm.models.generation import generate
 from tinyllm.nn.attention import KVCache, MultiHeadAttention, merge_heads, split_heads
+from tinyllm.nn.inference import eval_mode
 from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList
 from tinyllm.nn.positional import SinusoidalPositionalEncoding
@@ -89,15 +95,6 @@ class TransformerConfig:
         return asdict(self)
 
 
-def _ids(x, device):
-    """Token ids as a backend integer array on ``device`` (from a Tensor, array or lists)."""
-    a = x.data if isinstance(x, Tensor) else backend.as_array(x, device=device)
-    if a.ndim != 2 or backend.is_float(a.dtype) or a.dtype == bool:
-        raise ValueError(f"token ids must be an integer array (B, L), got dtype {a.dtype} and "
-                         f"shape {tuple(a.shape)}")
-    return a
-
-
 # ---------------------------------------------------------------------------- the masks
 def make_masks(src, tgt_in, pad_id: int):
     """Boolean attention masks (True = may attend) from padded ids src (B, S), tgt_in (B, T).
@@ -118,12 +115,15 @@ def make_masks(src, tgt_in, pad_id: int):
     return src_mask, tgt_mask
 
 
-def _as_src_mask(mask, device):
-    """A (B, S) or (B, 1, 1, S) boolean source mask as (B, 1, 1, S)."""
-    m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=device)
-    if m.dtype != bool or m.ndim not in (2, 4):
+def source_mask(src_mask, src, pad_id: int):
+    """The source padding mask as (B, 1, 1, S) booleans: ``src_mask`` (B, S) or (B, 1, 1, S),
+    True (or 1) at real tokens, or by default the positions of ``src`` whose id is not ``pad_id``."""
+    if src_mask is None:
+        return (src != pad_id)[:, None, None, :]
+    m = as_mask(src_mask, "src_mask", device=backend.get_device(src))
+    if m.ndim not in (2, 4):
         raise ValueError(f"src_mask must be boolean (B, S) or (B, 1, 1, S), True at real tokens; "
-                         f"got dtype {m.dtype}, shape {tuple(m.shape)}")
+                         f"got shape {tuple(m.shape)}")
     return m[:, None, None, :] if m.ndim == 2 else m
 
 
@@ -175,26 +175,33 @@ class CrossAttention(MultiHeadAttention):
         return (y, weights) if return_weights else y
 
 
-class Seq2SeqCache:
-    """Decoder state for incremental decoding: one ``KVCache`` per decoder layer for the
-    self-attention, and each layer's cross-attention keys/values of the encoder output
-    (computed on the first ``decode`` call that gets this cache)."""
+class DecoderLayerCache(KVCache):
+    """One decoder layer's state while decoding: its self-attention keys and values (a
+    ``KVCache``) and ``cross``, the cross-attention keys and values of the encoder output,
+    computed at the first step (the memory does not change while decoding)."""
+
+    def __init__(self, max_len: int):
+        super().__init__(max_len)
+        self.cross = None  # (k, v) Tensors (B, H, S, D)
+
+    def reorder(self, index) -> None:
+        super().reorder(index)
+        if self.cross is not None:
+            index = get_array_module(self.cross[0].data).asarray(index)
+            self.cross = tuple(Tensor(a.data[index], _raw=True) for a in self.cross)
+
+
+class Seq2SeqCache(list):
+    """The decoder's state for incremental decoding: one ``DecoderLayerCache`` per decoder
+    layer (a list, as the decoding engine expects of ``new_kv_caches``), and ``length``, the
+    target positions decoded so far."""
 
     def __init__(self, num_layers: int, max_len: int):
-        self.self_attn = [KVCache(max_len) for _ in range(num_layers)]
-        self.cross = None  # list of (k, v) Tensors (B, H, S, D), one per layer
+        super().__init__(DecoderLayerCache(max_len) for _ in range(num_layers))
 
     @property
     def length(self) -> int:
-        return self.self_attn[0].length if self.self_attn else 0
-
-    def reorder(self, index) -> None:
-        """Keep the batch rows ``index`` (beam search)."""
-        for c in self.self_attn:
-            c.reorder(index)
-        if self.cross is not None:
-            self.cross = [(Tensor(k.data[index], _raw=True), Tensor(v.data[index], _raw=True))
-                          for k, v in self.cross]
+        return self[0].length if self else 0
 
 
 # ---------------------------------------------------------------------------- the model
@@ -216,11 +223,9 @@ class Transformer(Module):
                      norm_first=cfg.norm_first, activation=cfg.activation, eps=cfg.eps)
         self.encoder = ModuleList([TransformerBlock(**block)
                                    for _ in range(cfg.num_encoder_layers)])
-        self.decoder = ModuleList()
-        for _ in range(cfg.num_decoder_layers):
-            layer = TransformerBlock(**block, cross_attention=True)
-            layer.cross_attn = CrossAttention(c, cfg.n_head, cfg.dropout)
-            self.decoder.append(layer)
+        self.decoder = ModuleList([
+            TransformerBlock(**block, cross_attention=CrossAttention(c, cfg.n_head, cfg.dropout))
+            for _ in range(cfg.num_decoder_layers)])
         final_norm = cfg.norm_first if cfg.final_norm is None else cfg.final_norm
         self.encoder_norm = LayerNorm(c, cfg.eps) if final_norm else None
         self.decoder_norm = LayerNorm(c, cfg.eps) if final_norm else None
@@ -230,6 +235,9 @@ class Transformer(Module):
     def device(self) -> str:
         return self.src_embed.weight.device
 
+    def _ids(self, x, name):
+        return as_ids(x, name, ndim=2, device=self.device)
+
     def embed(self, ids, table: Embedding, offset: int = 0):
         """Token ids (B, L) -> table(ids) * sqrt(C) + positions offset..offset+L-1, dropout."""
         x = table(ids) * math.sqrt(self.config.d_model)
@@ -238,10 +246,8 @@ class Transformer(Module):
     def encode(self, src, src_mask=None):
         """src ids (B, S) -> memory (B, S, C). ``src_mask`` (B, S) or (B, 1, 1, S), True at real
         tokens; default: the positions whose id is not ``pad_id``."""
-        src = _ids(src, self.device)
-        if src_mask is None:
-            src_mask = (src != self.config.pad_id)[:, None, None, :]
-        src_mask = _as_src_mask(src_mask, self.device)
+        src = self._ids(src, "src")
+        src_mask = source_mask(src_mask, src, self.config.pad_id)
         x = self.embed(src, self.src_embed)
         for layer in self.encoder:
             x = layer(x, mask=src_mask)
@@ -256,19 +262,18 @@ class Transformer(Module):
         ``tgt_mask`` (B, 1, T, T) when given. With ``cache`` (``new_cache``) tgt_in holds only the
         new positions, which follow the ``cache.length`` already decoded.
         """
-        tgt_in = _ids(tgt_in, self.device)
+        tgt_in = self._ids(tgt_in, "tgt_in")
         if src_mask is not None:
-            src_mask = _as_src_mask(src_mask, self.device)
+            src_mask = source_mask(src_mask, tgt_in, self.config.pad_id)
         offset = 0 if cache is None else cache.length
         x = self.embed(tgt_in, self.tgt_embed, offset)
-        if cache is not None and cache.cross is None:
-            cache.cross = [memory_keys_values(layer.cross_attn, memory) for layer in self.decoder]
         for i, layer in enumerate(self.decoder):
-            mem = memory if cache is None else cache.cross[i]
-            layer_cache = None if cache is None else cache.self_attn[i]
-            causal = tgt_mask is None
-            x = layer(x, mask=tgt_mask, is_causal=causal, memory=mem, memory_mask=src_mask,
-                      cache=layer_cache)
+            layer_cache = None if cache is None else cache[i]
+            if layer_cache is not None and layer_cache.cross is None:
+                layer_cache.cross = memory_keys_values(layer.cross_attn, memory)
+            mem = memory if layer_cache is None else layer_cache.cross
+            x = layer(x, mask=tgt_mask, is_causal=tgt_mask is None, memory=mem,
+                      memory_mask=src_mask, cache=layer_cache)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
         if self.lm_head is not None:
@@ -276,7 +281,7 @@ class Transformer(Module):
         return F.linear(x, self.tgt_embed.weight)
 
     def forward(self, src, tgt_in, targets=None):
-        src, tgt_in = _ids(src, self.device), _ids(tgt_in, self.device)
+        src, tgt_in = self._ids(src, "src"), self._ids(tgt_in, "tgt_in")
         if src.shape[0] != tgt_in.shape[0]:
             raise ValueError(f"src {tuple(src.shape)} and tgt_in {tuple(tgt_in.shape)} must have "
                              "the same batch size")
@@ -285,7 +290,7 @@ class Transformer(Module):
         logits = self.decode(tgt_in, memory, src_mask, tgt_mask=tgt_mask)
         if targets is None:
             return logits
-        t = _ids(targets, self.device)
+        t = self._ids(targets, "targets")
         if t.shape != tgt_in.shape:
             raise ValueError(f"targets {tuple(t.shape)} must have the shape of tgt_in "
                              f"{tuple(tgt_in.shape)}")
@@ -293,29 +298,52 @@ class Transformer(Module):
         t = xp.where(t == self.config.pad_id, -100, t)
         return logits, F.cross_entropy(logits, t, ignore_index=-100)
 
+    # ------------------------------------------------------------------ generation
     def new_cache(self, max_len: int | None = None) -> Seq2SeqCache:
         """An empty decoder cache holding up to ``max_len`` target positions (default: max_len)."""
         return Seq2SeqCache(len(self.decoder), max_len or self.config.max_len)
+
+    def new_kv_caches(self) -> Seq2SeqCache:
+        """The decoding engine's hook: ``new_cache()``."""
+        return self.new_cache()
+
+    @property
+    def block_size(self) -> int:
+        return self.config.max_len
+
+    def next_token_logits(self, ids, kv_caches=None, memory=None, src_mask=None):
+        """The decoding engine's hook: logits (N, V) of the token after the target prefix
+        ``ids`` (N, T) (only its new positions with ``kv_caches``), given the encoder output
+        ``memory`` (N, S, C) and its ``src_mask``."""
+        return self.decode(ids, memory, src_mask, cache=kv_caches)[:, -1]
 
     def generate(self, src, max_new_tokens: int, num_beams: int = 1, length_penalty: float = 1.0,
                  use_cache: bool = True, src_mask=None, do_sample: bool = False,
                  temperature: float = 1.0, top_k=None, top_p=None, seed=None):
         """Decode each source greedily (``num_beams=1``), by sampling (``do_sample=True``, with
         ``temperature``, ``top_k``, ``top_p`` and ``seed`` as in ``GPT.generate``) or with beam
-        search. Returns a NumPy int64 array (B, L <= max_new_tokens) of the generated ids,
-        without ``bos``, each row ending at its ``eos`` and padded with ``pad_id`` after it.
+        search (``length_penalty`` as there). Returns a NumPy int64 array
+        (B, L <= max_new_tokens) of the generated ids, without ``bos``, each row ending at its
+        ``eos`` and padded with ``pad_id`` after it. ``pad`` and ``bos`` are never generated.
         """
-        from tinyllm.models.seq2seq_decoding import beam_search, sample_decode
-
-        if do_sample and num_beams > 1:
-            raise ValueError("generate: beam search with do_sample=True (beam sampling) is not "
-                             "supported; use num_beams=1 to sample or do_sample=False for beams")
-        if num_beams == 1:
-            return sample_decode(self, src, max_new_tokens, use_cache=use_cache, src_mask=src_mask,
-                                 do_sample=do_sample, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=seed)
-        return beam_search(self, src, max_new_tokens, num_beams=num_beams,
-                           length_penalty=length_penalty, use_cache=use_cache, src_mask=src_mask)
+        cfg = self.config
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or not 1 <= max_new_tokens <= cfg.max_len:
+            raise ValueError(f"max_new_tokens must be an integer in [1, max_len={cfg.max_len}] "
+                             f"(the model's positions), got {max_new_tokens!r}")
+        with eval_mode(self):
+            src = self._ids(src, "src")
+            src_mask = source_mask(src_mask, src, cfg.pad_id)
+            memory = self.encode(src, src_mask)
+            bos = np.full((src.shape[0], 1), cfg.bos_id, dtype=np.int64)
+            out = generate(self, bos, max_new_tokens, do_sample=do_sample,
+                           temperature=temperature, top_k=top_k, top_p=top_p,
+                           num_beams=num_beams, length_penalty=length_penalty,
+                           use_cache=use_cache, seed=seed, eos_token_id=cfg.eos_id,
+                           pad_token_id=cfg.pad_id, suppress_tokens=[cfg.pad_id, cfg.bos_id],
+                           model_kwargs={"memory": memory, "src_mask": src_mask})[:, 1:]
+        after_eos = np.cumsum(out == cfg.eos_id, axis=1) - (out == cfg.eos_id) > 0
+        return np.where(after_eos, cfg.pad_id, out)  # beams are padded with eos: pad_id it is
 
     def extra_repr(self):
         c = self.config

@@ -62,9 +62,19 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
         # END SOLUTION
 
+    def append(self, k: Tensor, v: Tensor):
+        """``update`` for tensors: the keys and values (B, H, S, D) of every position so far.
+
+        The cached positions are constants (no gradient flows into earlier decoding steps)."""
+        ks, vs = self.update(k.data, v.data)
+        return Tensor(ks, _raw=True), Tensor(vs, _raw=True)
+
     def reorder(self, index) -> None:
-        """Keep the batch rows ``index`` (beam search re-ranks its hypotheses every step)."""
+        """Keep the batch rows ``index`` (beam search re-ranks its hypotheses every step).
+
+        ``index`` may be a host array: it moves to the buffers' device."""
         if self.k is not None:
+            index = get_array_module(self.k).asarray(index)
             self.k, self.v = self.k[index], self.v[index]
 
 
@@ -112,8 +122,7 @@ class MultiHeadAttention(Module):
             qkv = split_heads(self.qkv(x), 3 * h)  # (B, 3 n_head, T, D)
             q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]
         if cache is not None:
-            ks, vs = cache.update(k.data, v.data)
-            k, v = Tensor(ks, _raw=True), Tensor(vs, _raw=True)
+            k, v = cache.append(k, v)
         p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                              dropout_p=p, return_weights=return_weights)

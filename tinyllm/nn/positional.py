@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from tinyllm import backend
+from tinyllm.ids import check_ids
 from tinyllm.nn import init
 from tinyllm.nn.module import Module, Parameter
 from tinyllm.tensor import Tensor
@@ -49,15 +50,25 @@ class SinusoidalPositionalEncoding(Module):
 
 
 class LearnedPositionalEmbedding(Module):
-    """One learned vector per position (GPT-2, BERT): (T,) -> (T, dim)."""
+    """One learned vector per position (GPT-2, BERT): ``max_len`` rows of size ``dim``.
+
+    ``forward(positions)``: ``range(a, b)`` gives the rows a .. b-1, (b - a, dim), a slice of the
+    table; an integer array (e.g. (B, T): one position per token, as a padded batch needs) gives
+    (*positions.shape, dim), each position checked. ``forward(t, offset=0)`` is
+    ``forward(range(offset, offset + t))``.
+    """
 
     def __init__(self, max_len: int, dim: int, init_std: float = 0.02):
         super().__init__()
         self.max_len, self.dim = max_len, dim
         self.weight = Parameter(init.normal((max_len, dim), init_std))
 
-    def forward(self, t: int, offset: int = 0):
-        if offset + t > self.max_len:
-            raise ValueError(f"sequence of length {offset + t} is longer than the {self.max_len} "
-                             "learned positions of this model")
-        return self.weight[offset:offset + t]
+    def forward(self, positions, offset: int = 0):
+        if isinstance(positions, int):
+            positions = range(offset, offset + positions)
+        if not isinstance(positions, range):
+            return self.weight[check_ids(positions, self.max_len, "positions", kind="position")]
+        if positions.stop > self.max_len:
+            raise ValueError(f"sequence of length {positions.stop} is longer than the "
+                             f"{self.max_len} learned positions of this model")
+        return self.weight[positions.start:positions.stop]

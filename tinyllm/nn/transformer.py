@@ -15,12 +15,13 @@ from tinyllm.nn.attention import MultiHeadAttention
 from tinyllm.nn.layers import Dropout, LayerNorm, Linear
 from tinyllm.nn.module import Module
 
-ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's name for the tanh form
-    "relu": F.relu,
-}
+
+def gelu_tanh(x):
+    """GELU's tanh approximation (GPT-2's ``gelu_new``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": gelu_tanh, "gelu_new": gelu_tanh, "relu": F.relu}
 
 
 class FeedForward(Module):
@@ -49,6 +50,9 @@ class TransformerBlock(Module):
 
     ``TransformerBlock(d_model, n_head, d_ff=None, dropout=0.0, bias=True, norm_first=True,
     activation="gelu", cross_attention=False, eps=1e-5)``. x (B, T, C) -> (B, T, C).
+    ``cross_attention=True`` adds a ``MultiHeadAttention(cross=True)``; a module instead is used
+    as the cross-attention itself (the encoder-decoder passes one that reuses the memory's keys
+    and values). GPT has a block of its own, without these branches (``tinyllm.models.gpt``).
     """
 
     def __init__(self, d_model: int, n_head: int, d_ff=None, dropout: float = 0.0,
@@ -60,7 +64,10 @@ class TransformerBlock(Module):
         self.ln_1 = LayerNorm(d_model, eps, bias=bias)
         self.attn = MultiHeadAttention(d_model, n_head, dropout, bias, init_std=init_std,
                                        proj_init_std=proj_init_std)
-        if cross_attention:
+        if isinstance(cross_attention, Module):
+            self.ln_cross = LayerNorm(d_model, eps, bias=bias)
+            self.cross_attn = cross_attention
+        elif cross_attention:
             self.ln_cross = LayerNorm(d_model, eps, bias=bias)
             self.cross_attn = MultiHeadAttention(d_model, n_head, dropout, bias, cross=True,
                                                  init_std=init_std, proj_init_std=proj_init_std)

@@ -1,0 +1,89 @@
+"""Integer ids (tokens, classes, positions): one check for every layer that takes them.
+
+An embedding lookup, a cross-entropy target or a model's input is an integer array whose every
+entry must lie in [0, high). A bad one is never harmless: NumPy reads a negative id from the end
+of the table, CuPy does not check the range at all, and either way the result is silently wrong.
+So each id array is checked once, where it enters:
+
+    ids = as_ids(idx, "idx", ndim=2)                       # integers, (B, T): no device sync
+    check_ids(ids, 65, "ids", kind="token id")             # every entry in [0, 65)
+
+``check_ids`` reduces the array to its minimum and maximum and moves the two numbers to the host
+together: one device-to-host transfer per call (on a GPU that is one synchronisation). Only when
+an id is bad does it look further, to say where.
+"""
+
+from __future__ import annotations
+
+from tinyllm import backend
+
+__all__ = ["IdError", "IdTypeError", "as_ids", "as_mask", "check_ids"]
+
+
+class IdError(ValueError, IndexError):
+    """An id outside its range: a bad value and a bad index at once (as NumPy's AxisError)."""
+
+
+class IdTypeError(TypeError, ValueError):
+    """Ids that are not integers (floats, booleans): a wrong type for an id argument."""
+
+
+def _is_backend_array(x) -> bool:
+    return isinstance(x, backend.np.ndarray) or backend.get_array_module(x) is not backend.np
+
+
+def _backend_array(x, name: str, ndim, device):
+    if not _is_backend_array(x) and _is_backend_array(getattr(x, "data", None)):
+        x = x.data  # a Tensor: its backend array
+    a = x if _is_backend_array(x) else backend.as_array(x, device=device)
+    if device is not None:
+        a = backend.to_device(a, device)
+    if ndim is not None and a.ndim != ndim:
+        want = {1: "(N,)", 2: "(B, T)"}.get(ndim, f"{ndim} axes")
+        hint = " (add a batch axis: x[None])" if ndim == 2 and a.ndim == 1 else ""
+        raise ValueError(f"{name} must have shape {want}, got {tuple(a.shape)}{hint}")
+    return a
+
+
+def as_ids(x, name: str, ndim: int | None = None, device=None, kind: str = "token id"):
+    """``x`` (an array, nested lists, or a Tensor) as a backend integer array, checked for dtype
+    and number of axes (no device transfer). ``device`` moves host data there."""
+    a = _backend_array(x, name, None, device)
+    if a.dtype.kind not in "iu":
+        raise IdTypeError(f"{name} must hold integers ({kind}s), got dtype {a.dtype}")
+    return _backend_array(a, name, ndim, None)
+
+
+def as_mask(x, name: str, shape=None, device=None):
+    """A 0/1 (or boolean) mask as a backend boolean array, True where the entry is not 0;
+    ``shape``, when given, is the shape it must have (the message names it)."""
+    a = _backend_array(x, name, None, device)
+    if a.dtype.kind not in "iub":
+        raise IdTypeError(f"{name} must be boolean or 0/1 integers (True at real tokens), got "
+                          f"dtype {a.dtype}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(a.shape)}; it must be {tuple(shape)}")
+    return a != 0 if a.dtype != bool else a
+
+
+def check_ids(ids, high: int, name: str, *, kind: str = "id", ignore_index=None, hint: str = ""):
+    """Raise ``IdError`` unless every entry of the integer array ``ids`` lies in [0, high).
+
+    Entries equal to ``ignore_index`` are not checked (cross-entropy's skipped positions). The
+    message names ``name``, the first bad id, where it is and the range, then ``hint``. Returns
+    ``ids``. Cost: one reduction to (min, max) and one transfer of those two numbers.
+    """
+    if ids.dtype.kind not in "iu":
+        raise IdTypeError(f"{name} must hold integers ({kind}s), got dtype {ids.dtype}")
+    if ids.size == 0:
+        return ids
+    xp = backend.get_array_module(ids)
+    a = ids if ignore_index is None else xp.where(ids == ignore_index, 0, ids)
+    lo, hi = (int(v) for v in backend.to_device(xp.stack([a.min(), a.max()]), "cpu"))
+    if lo >= 0 and hi < high:
+        return ids
+    bad = (a < 0) | (a >= high)
+    where = tuple(int(i) for i in backend.to_device(xp.argwhere(bad)[0], "cpu"))
+    value = int(ids[where])
+    at = f"{name}[{', '.join(map(str, where))}]" if where else name
+    raise IdError(f"{kind} {value} at {at}: {name} holds {value}, outside [0, {high}){hint}")
