@@ -17,7 +17,7 @@ from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ops import unbroadcast
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
 
@@ -127,7 +127,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
     t, s = q.shape[-2], k.shape[-2]
     m = None
     if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=q.device)
+        m = operand_data(mask, q.device, "the attention mask")
         if m.dtype != bool:
             raise TypeError(f"attention mask must be boolean (True = attend), got {m.dtype}")
         try:
