@@ -283,7 +283,8 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     device = backend.get_device(logits.data if isinstance(logits, Tensor) else logits)
     what = "cross_entropy's targets"  # host targets are checked on the host, then moved
-    t = operand_data(targets, device, what) if isinstance(targets, Tensor) else backend.as_array(targets)
+    t = (operand_data(targets, device, what) if isinstance(targets, Tensor)
+         else backend.as_array(targets, device=backend.get_device(targets)))
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
@@ -381,7 +382,8 @@ class Embedding(Function):
 def embedding(ids, weight) -> Tensor:
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
     what = "embedding's ids"  # host ids are checked on the host, then moved
-    i = operand_data(ids, weight.device, what) if isinstance(ids, Tensor) else backend.as_array(ids)
+    i = (operand_data(ids, weight.device, what) if isinstance(ids, Tensor)
+         else backend.as_array(ids, device=backend.get_device(ids)))
     if backend.is_float(i.dtype):
         raise TypeError(f"embedding ids must be integers, got {i.dtype}")
     v = weight.shape[0]

@@ -32,7 +32,8 @@ class Counters:
 
     ``to_host`` counts device-to-host copies (each a synchronisation on a real GPU) and
     ``host_copies`` says where each one was made (``"float() at tinyllm/optim/clip.py:19"``);
-    ``to_device`` counts host-to-device copies; ``allocations`` counts device buffers created.
+    ``bytes_to_host`` is their size; ``to_device`` counts host-to-device copies;
+    ``allocations`` counts device buffers created.
     """
 
     def __init__(self):
@@ -40,12 +41,14 @@ class Counters:
 
     def reset(self) -> None:
         self.to_host = 0
+        self.bytes_to_host = 0
         self.to_device = 0
         self.allocations = 0
         self.host_copies: list[str] = []
 
-    def copied_to_host(self, what: str) -> None:
+    def copied_to_host(self, what: str, nbytes: int) -> None:
         self.to_host += 1
+        self.bytes_to_host += nbytes
         self.host_copies.append(f"{what} at {_caller()}")
 
 
@@ -176,49 +179,49 @@ class ndarray:  # noqa: N801  (CuPy's name)
 
     # what crosses to the host, counted
     def get(self, stream=None) -> np.ndarray:
-        counters.copied_to_host(".get()")
+        counters.copied_to_host(".get()", self._a.nbytes)
         return self._a.copy()
 
     def item(self):
-        counters.copied_to_host(".item()")
+        counters.copied_to_host(".item()", self._a.nbytes)
         return self._a.item()
 
     def tolist(self):
-        counters.copied_to_host(".tolist()")
+        counters.copied_to_host(".tolist()", self._a.nbytes)
         return self._a.tolist()
 
     def __float__(self):
-        counters.copied_to_host("float()")
+        counters.copied_to_host("float()", self._a.nbytes)
         return float(self._a)
 
     def __int__(self):
-        counters.copied_to_host("int()")
+        counters.copied_to_host("int()", self._a.nbytes)
         return int(self._a)
 
     def __index__(self):
-        counters.copied_to_host("operator.index()")
+        counters.copied_to_host("operator.index()", self._a.nbytes)
         return operator.index(self._a)
 
     def __complex__(self):
-        counters.copied_to_host("complex()")
+        counters.copied_to_host("complex()", self._a.nbytes)
         return complex(self._a)
 
     def __bool__(self):
         if self._a.size != 1:  # NumPy's error, before any copy
             return bool(self._a)
-        counters.copied_to_host("bool()")
+        counters.copied_to_host("bool()", self._a.nbytes)
         return bool(self._a)
 
     def __repr__(self):
-        counters.copied_to_host("repr()")
+        counters.copied_to_host("repr()", self._a.nbytes)
         return repr(self._a).replace("array(", "fakecupy.array(", 1)
 
     def __str__(self):
-        counters.copied_to_host("str()")
+        counters.copied_to_host("str()", self._a.nbytes)
         return str(self._a)
 
     def __format__(self, spec):
-        counters.copied_to_host("format()")
+        counters.copied_to_host("format()", self._a.nbytes)
         return format(self._a.item() if self._a.ndim == 0 else self._a, spec)
 
     # what NumPy must not do with a device array
