@@ -144,7 +144,7 @@ class Tensor:
                 )
             seed = xp.ones(self.shape, dtype=self.dtype)
         else:
-            seed = grad.data if isinstance(grad, Tensor) else backend.as_array(grad, device=self.device)
+            seed = operand_data(grad, self.device, "backward's grad")
             seed = xp.asarray(seed, dtype=self.dtype)
             if seed.shape != self.shape:
                 try:
