@@ -112,6 +112,19 @@ def test_reductions_stay_on_the_device():
     assert float(a.sum()) == 66.0 and cp.counters.to_host == 1
 
 
+def test_results_sized_by_the_data_are_counted():
+    """Boolean-mask indexing and nonzero need the count on the host (a sync in CuPy)."""
+    a = dev((3, 4))
+    cp.reset()
+    a[a > 4]
+    (a > 4).nonzero()
+    cp.flatnonzero(a)
+    assert cp.counters.to_host == 3, cp.counters.host_copies
+    a[a > 4] = 0.0  # assigning through a mask needs no count
+    a[cp.asarray([0, 2])]
+    assert cp.counters.to_host == 3, cp.counters.host_copies
+
+
 def test_host_to_device_copies_are_counted():
     cp.asarray(np.zeros(3))
     cp.asarray([1, 2])

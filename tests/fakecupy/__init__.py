@@ -68,10 +68,16 @@ _UFUNCS = """
 """.split()
 
 
+# their output's size depends on the data, so CuPy copies it to the host first (a sync)
+_SIZED_BY_DATA = {"nonzero", "flatnonzero", "argwhere", "unique"}
+
+
 def _routine(name):
     fn = getattr(_np, name)
 
     def routine(*args, **kwargs):
+        if name in _SIZED_BY_DATA:
+            counters.copied_to_host(f"cupy.{name}", 8)
         return call(fn, args, kwargs)
 
     routine.__name__ = routine.__qualname__ = name

@@ -268,7 +268,12 @@ class ndarray:  # noqa: N801  (CuPy's name)
             yield _out(self._a[i])
 
     def __getitem__(self, key):
-        return _out(self._a[_index(key)])
+        key = _index(key)
+        if any(isinstance(k, np.ndarray) and k.dtype == bool and k.ndim
+               for k in (key if isinstance(key, tuple) else (key,))):
+            # the result's size depends on the data: CuPy copies the count to the host
+            counters.copied_to_host("boolean-mask index", 8)
+        return _out(self._a[key])
 
     def __setitem__(self, key, value):
         self._a[_index(key)] = _in(value)
@@ -289,10 +294,18 @@ def _method(name):
 
 
 _METHODS = ("all any argmax argmin argsort astype clip copy cumsum dot fill flatten max mean min "
-            "nonzero prod ravel repeat reshape round sort squeeze std sum swapaxes take transpose "
+            "prod ravel repeat reshape round sort squeeze std sum swapaxes take transpose "
             "var view").split()
 for _name in _METHODS:
     setattr(ndarray, _name, _method(_name))
+
+
+def _nonzero(self):
+    counters.copied_to_host(".nonzero()", 8)  # how many: known only on the host
+    return call(self._a.nonzero, (), {})
+
+
+ndarray.nonzero = _nonzero
 
 
 def _binary(fn):
