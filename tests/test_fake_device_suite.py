@@ -43,7 +43,8 @@ def test_device_suites_pass_on_the_fake_device():
     if os.environ.get("TINYLLM_TEST_DEVICE", "cpu") != "cpu":
         pytest.skip("this run is on a device already: the suites run here directly")
     env = {**os.environ, "TINYLLM_TEST_DEVICE": "fake-cuda"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *SUITES], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE", *SUITES],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     summary = r.stdout[-6000:] + r.stderr[-2000:]
     assert r.returncode == 0, f"the device suites fail on the fake device:\n{summary}"
     assert "tinyllm test device: fake-cuda" in r.stdout and " passed" in r.stdout, summary
