@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
+from tinyllm import backend
 from tinyllm.models import GPT, Llama, LlamaConfig, beam_search
 
 FIXTURE = Path(__file__).parent / "fixtures" / "llama_tiny"
@@ -327,3 +328,43 @@ def test_trainer_preset_matches_gpt_size_and_trains(tmp_path, monkeypatch):
     cfg.model_args["arch"] = "mamba"
     with pytest.raises(ConfigError, match="model_args.arch"):
         build_task(cfg)
+
+
+def test_runs_on_the_test_device(rng, device):
+    """Forward, backward and cached generation on ``device`` agree with the CPU (on a GPU, or the
+    strict fake one, every array op must go through the backend seam)."""
+    tl.manual_seed(int(rng.integers(1000)))
+    cfg = LlamaConfig(vocab_size=17, block_size=12, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
+                      initializer_range=0.3)
+    cpu = Llama(cfg)
+    dev = Llama(cfg)
+    dev.load_state_dict(cpu.state_dict())
+    dev.to(device)
+    x, y = rng.integers(0, 17, size=(2, 12)), rng.integers(0, 17, size=(2, 12))
+    losses = []
+    for m in (cpu, dev):
+        _, loss = m(tl.tensor(x, device=device) if m is dev else x,
+                    tl.tensor(y, device=device) if m is dev else y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)
+    for (n, p), (_, q) in zip(cpu.named_parameters(), dev.named_parameters()):
+        np.testing.assert_allclose(backend.to_device(q.grad, "cpu"), p.grad, atol=1e-5, err_msg=n)
+    np.testing.assert_array_equal(dev.generate(x[:, :4], 6), cpu.generate(x[:, :4], 6))
+
+
+def test_transformers_twin_of_baby_llama_runs(capsys):
+    """docs/benchmarks.md's cross-check in transformers, a few steps (skipped without it)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tinyllm.data import load_corpus
+
+    try:
+        load_corpus("tinyshakespeare", download_missing=False)
+    except Exception:  # noqa: BLE001
+        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
+    from tinyllm.bench.torch_llama_baby import main
+
+    assert main(["--seed", "3", "--max-iters", "30", "--eval-iters", "2", "--threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["seed"] == 3 and out["steps"] == 30 and 2.5 < out["val_loss_20"] < 3.9
