@@ -91,6 +91,36 @@ def test_multi_query_tied_checkpoint(expected):
                                   arrays["greedy_sequences"])
 
 
+def test_left_padded_batch_matches_transformers(model, expected):
+    _, arrays = expected
+    ids, mask = arrays["padded_input_ids"], arrays["padded_attention_mask"]
+    logits = model(ids, attention_mask=mask).numpy()
+    np.testing.assert_allclose(logits, arrays["padded_logits"], atol=1e-5, rtol=0)
+    pad = int((mask[1] == 0).sum())  # and the padded row computes what it computes alone
+    np.testing.assert_allclose(logits[1, pad:], model(ids[1:, pad:]).numpy()[0], atol=1e-5)
+    caches = model.new_kv_caches()  # the mask also steers decoding with the cache
+    with tl.no_grad():
+        model.next_token_logits(ids[:, :6], caches, attention_mask=mask[:, :6])
+        step = model.next_token_logits(ids[:, 6:], caches, attention_mask=mask).numpy()
+    np.testing.assert_allclose(step, logits[:, -1], atol=1e-5)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(B, cached \+ T\)"):
+        model(ids, attention_mask=mask[:, 1:])
+
+
+def test_generate_with_attention_mask_matches_transformers(model, expected):
+    import inspect
+
+    from tinyllm.models import generate
+
+    if "attention_mask" not in inspect.signature(generate).parameters:
+        pytest.skip("generate() takes no attention_mask yet (the models engineer adds it)")
+    meta, arrays = expected
+    max_new, kw = _kwargs(meta["padded"])
+    out = model.generate(arrays["padded_input_ids"], max_new,
+                         attention_mask=arrays["padded_attention_mask"], **kw)
+    np.testing.assert_array_equal(out, arrays["padded_greedy_sequences"])
+
+
 # ---------------------------------------------------------------------------- saving
 def test_save_round_trip(model, expected, tmp_path):
     _, arrays = expected

@@ -24,7 +24,8 @@ permutation is applied to the rows of W_q and W_k (q . k does not care how its c
 ordered). That is what Hugging Face's conversion of Meta's interleaved checkpoints does, so the
 weights on the Hub assume rotate-half, and so does tinyllm. Lesson 19 checks the equivalence.
 
-Shapes: x (..., T, D), usually (B, n_head, T, D); cos and sin (T, D).
+Shapes: x (..., T, D), usually (B, n_head, T, D); cos and sin (T, D), or (B, T, D) when each
+row of a batch has its own positions.
 """
 
 from __future__ import annotations
@@ -93,14 +94,18 @@ class RoPE(Function):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate queries or keys ``x`` (..., T, D) by the tables ``cos``, ``sin`` (T, D) of their
-    positions (``rope_cos_sin``); returns a tensor of x's shape."""
+    """Rotate queries or keys ``x`` (B, H, T, D) by the tables ``cos``, ``sin`` of their positions
+    (``rope_cos_sin``): (T, D) when every row has the same positions, or (B, T, D) when each row
+    has its own (a left-padded batch). Returns a tensor of x's shape."""
     t, d = x.shape[-2], x.shape[-1]
-    if tuple(cos.shape) != (t, d) or tuple(sin.shape) != (t, d):
+    want = (t, d) if cos.ndim == 2 else (x.shape[0], t, d)
+    if tuple(cos.shape) != want or tuple(sin.shape) != want:
         raise ValueError(f"apply_rope: x of shape {tuple(x.shape)} needs cos and sin tables of "
-                         f"shape {(t, d)} (positions, head_dim), got {tuple(cos.shape)} and "
+                         f"shape {(t, d)} (positions, head_dim) or {(x.shape[0], t, d)} (one row "
+                         f"of positions per batch row), got {tuple(cos.shape)} and "
                          f"{tuple(sin.shape)}")
+    if cos.ndim == 3:  # (B, T, D) -> (B, 1, T, D): the same rotation for every head
+        cos, sin = cos[:, None], sin[:, None]
     if x.dtype != cos.dtype:  # a float64 gradient check with float32 tables, or the reverse
         cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
     return RoPE(cos, sin)(x)
-

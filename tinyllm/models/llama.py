@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from tinyllm import backend
 from tinyllm import functional as F
 from tinyllm.backend import np
 from tinyllm.models.generation import GenerationMixin
@@ -111,29 +112,50 @@ class Llama(GenerationMixin, Module):
                                                                   bias=False, init_std=std)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, idx, targets=None, kv_caches=None):
+    def forward(self, idx, targets=None, kv_caches=None, attention_mask=None):
         """idx (B, T) integer ids -> logits (B, T, V); with ``targets`` (B, T) -> (logits, loss).
 
         ``loss`` is the mean cross-entropy over the positions whose target is not -100.
         ``kv_caches`` (one ``KVCache`` per block, see ``new_kv_caches``) makes the positions of
         ``idx`` continue the cached ones: their rotations start at the cached length.
+        ``attention_mask`` (B, S), 1 at real tokens and 0 at padding, for the S = cached + T
+        positions: padding is hidden from attention and each token's position counts only the
+        real tokens before it, as transformers' generate numbers them (a left-padded row then
+        computes what it would alone; padding itself gets position 1).
         """
-        logits = self._logits(idx, kv_caches)
+        logits = self._logits(idx, kv_caches, attention_mask)
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits, targets, ignore_index=-100)
 
-    def _logits(self, idx, kv_caches=None, last_only=False):
+    def _logits(self, idx, kv_caches=None, attention_mask=None, last_only=False):
         ids = self._check_ids(idx, kv_caches)
-        offset = kv_caches[0].length if kv_caches else 0
         x = self.wte(ids)
-        cos, sin = self.rope.tables(offset, ids.shape[1], like=x.data)  # one table for all layers
+        cos, sin, mask = self._rotations(ids, kv_caches, attention_mask, x.data)
         for block, cache in zip(self.blocks, kv_caches or [None] * len(self.blocks)):
-            x = block(x, cos, sin, cache=cache)
+            x = block(x, cos, sin, cache=cache, mask=mask)
         if last_only:  # generation needs only the last position's distribution
             x = x[:, -1:, :]
         x = self.norm_f(x)
         return F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
+
+    def _rotations(self, ids, kv_caches, attention_mask, like):
+        """(cos, sin, key mask) for the new positions: tables (T, D) for the positions
+        offset .. offset + T - 1 and no mask, or with an attention mask (B, S) tables (B, T, D)
+        for the positions cumsum(mask) - 1 and the mask as (B, 1, 1, S). One set for all layers."""
+        b, t = ids.shape
+        offset = kv_caches[0].length if kv_caches else 0
+        if attention_mask is None:
+            return (*self.rope.tables(offset, t, like), None)
+        m = attention_mask.data if isinstance(attention_mask, Tensor) else attention_mask
+        real = backend.as_array(m, device=backend.get_device(like))
+        if tuple(real.shape) != (b, offset + t):
+            raise ValueError(f"attention_mask must have shape (B, cached + T) = {(b, offset + t)}"
+                             f" (one entry per cached and new position), got {tuple(real.shape)}")
+        real = real != 0
+        xp = backend.get_array_module(real)
+        pos = xp.where(real, xp.cumsum(real, axis=1) - 1, 1)[:, offset:]
+        return (*self.rope.rows(pos, like), real[:, None, None, :])
 
     def _check_ids(self, idx, kv_caches):
         ids = idx.data if isinstance(idx, Tensor) else idx
@@ -164,9 +186,10 @@ class Llama(GenerationMixin, Module):
     def block_size(self) -> int:
         return self.config.block_size
 
-    def next_token_logits(self, ids, kv_caches=None):
-        """Logits (N, V) of the last position of ``ids`` (N, T), which continue ``kv_caches``."""
-        return self._logits(ids, kv_caches, last_only=True)[:, -1, :]
+    def next_token_logits(self, ids, kv_caches=None, attention_mask=None):
+        """Logits (N, V) of the last position of ``ids`` (N, T), which continue ``kv_caches``
+        (``attention_mask`` as in ``forward``)."""
+        return self._logits(ids, kv_caches, attention_mask, last_only=True)[:, -1, :]
 
     def new_kv_caches(self) -> list:
         """One empty ``KVCache`` per block for up to ``block_size`` positions; each will hold

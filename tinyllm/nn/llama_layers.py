@@ -58,6 +58,7 @@ class RotaryEmbedding(Module):
     ``tables(offset, length, like)`` returns the rows offset .. offset + length - 1, in the dtype
     and on the device of the array ``like``; the full table is computed once per dtype and
     device (in float64, then cast) and sliced afterwards, so a decoding step costs a slice.
+    ``rows(positions, like)`` gathers one row of positions per batch row instead.
     """
 
     def __init__(self, head_dim: int, max_positions: int, base: float = 10000.0):
@@ -78,6 +79,12 @@ class RotaryEmbedding(Module):
                                              self.base, like.dtype)
         cos, sin = self._tables[key]
         return cos[offset:offset + length], sin[offset:offset + length]
+
+    def rows(self, positions, like):
+        """Tables (B, T, D) for integer positions (B, T), each batch row its own (a padded batch
+        numbers its real tokens from 0); positions must be below ``max_positions``."""
+        cos, sin = self.tables(0, self.max_positions, like)
+        return cos[positions], sin[positions]
 
     def extra_repr(self):
         return f"head_dim={self.head_dim}, max_positions={self.max_positions}, base={self.base:g}"
