@@ -49,6 +49,7 @@ def per_step(fake, run, few, many):
 # ---------------------------------------------------------------------------- training
 @pytest.mark.parametrize("preset, extra", [
     ("baby-shakespeare", {}),
+    ("baby-llama", {}),
     ("digits-reverse", {"task_args.n_train": "200", "task_args.n_val": "20"}),
 ])
 def test_a_training_step_copies_two_scalars_to_the_host(fake_cuda, tmp_path, monkeypatch,

@@ -26,7 +26,8 @@ SUITES = [
     "tests/test_nn.py::test_pre_ln_block_matches_handwritten_torch_block",
     "tests/test_nn.py::test_post_ln_block_matches_torch_encoder_layer",
     "tests/test_optim_torch.py",
-    # the models: GPT, generation (greedy, sampling, beams, the KV cache), BERT, encoder-decoder
+    # the models: GPT, generation (greedy, sampling, beams, the KV cache), BERT, encoder-decoder,
+    # Llama
     "tests/test_gpt.py::test_shapes_and_loss", "tests/test_gpt.py::test_causal",
     "tests/test_gpt.py::test_float32_gradients_stay_float32", "tests/test_gpt.py::test_matches_pytorch",
     "tests/test_generation.py::test_greedy_is_argmax_loop",
@@ -36,6 +37,7 @@ SUITES = [
     "tests/test_bert.py::test_bert_for_pretraining_output_and_loss",
     "tests/test_transformer_seq2seq.py::test_incremental_decoding_matches_full_decoding",
     "tests/test_transformer_seq2seq.py::test_matches_torch_transformer",
+    "tests/test_llama.py::test_runs_on_the_test_device",
 ]
 
 
