@@ -84,7 +84,10 @@ def test_data_dir_first_and_missing_tang(isolated, tmp_path, monkeypatch):
     d.mkdir()
     (d / "fake.txt").write_text("from the data dir")
     monkeypatch.setenv("TINYLLM_DATA_DIR", str(d))
-    assert load_corpus("fake") == "from the data dir"
+    # found first, checked as a download is, and refused: it is not the expected file
+    with pytest.raises(corpora.CorpusError, match=r"fake.txt is not the fake corpus.*17 bytes"):
+        load_corpus("fake")
+    assert load_corpus("fake", verify=False) == "from the data dir"
     with pytest.raises(FileNotFoundError) as e:
         corpus_path("tang_poems")
     msg = str(e.value)

@@ -20,7 +20,7 @@ LINES = ["ROMEO: But soft, what light through yonder window breaks?",
 
 TINY = {"n_layer": "1", "n_embd": "32", "n_head": "2", "block_size": "16", "batch_size": "4",
         "eval_iters": "2", "eval_interval": "4", "log_interval": "2", "sample_chars": "0",
-        "warmup_iters": "2", "max_iters": "8"}
+        "warmup_iters": "2", "max_iters": "8", "verify_corpus": "false"}  # a corpus of its own
 
 
 def write_corpus(folder, n=300, seed=0):
