@@ -293,8 +293,8 @@ def guarded(fn, debug: bool = False) -> int:
         return _error("input nested too deeply to be read (a damaged or hostile file?); rerun "
                       "with --debug to see where", 2)
     except Exception as e:  # noqa: BLE001 - a bug: one line, and how to see the rest
-        return _error(f"internal error {type(e).__name__}: {e}. This is a bug in tinyllm; "
-                      "rerun with --debug for the traceback and report it", 3)
+        return _error(f"internal error {type(e).__name__}: {str(e).rstrip('.')}. This is a bug "
+                      "in tinyllm; rerun with --debug for the traceback and report it", 3)
 
 
 def main(argv=None) -> int:

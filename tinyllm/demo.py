@@ -77,7 +77,7 @@ def overrides(args) -> dict:
     return out
 
 
-def run(args, out=sys.stdout) -> dict:
+def run(args, out=None) -> dict:
     """Train as ``args`` say; returns {"result" (the TrainResult), "sample"}."""
     from tinyllm.train.presets import preset_config
     from tinyllm.train.trainer import train
@@ -88,7 +88,8 @@ def run(args, out=sys.stdout) -> dict:
     if args.sample_chars:
         sample = result.task.sample(None, args.sample_chars, temperature=args.temperature,
                                     seed=args.seed)[0]
-        print("\n--- a sample " + "-" * 50 + f"\n{sample}\n" + "-" * 63, file=out, flush=True)
+        print("\n--- a sample " + "-" * 50 + f"\n{sample}\n" + "-" * 63, file=out or sys.stdout,
+              flush=True)
     return {"result": result, "sample": sample}
 
 

@@ -280,9 +280,11 @@ class ByteBPETokenizer(Tokenizer):
                 out.extend(self._encode_word(word))
         return out
 
-    def decode(self, ids, errors: str = "replace") -> str:
-        vocab = self.vocab
-        return b"".join(vocab[i] for i in self._check_ids(ids)).decode("utf-8", errors=errors)
+    def decode(self, ids, errors: str = "replace", skip_special_tokens: bool = False) -> str:
+        """The text of ``ids`` (invalid UTF-8 from a cut multi-byte character: ``errors``)."""
+        vocab, skip = self.vocab, self.id_to_special if skip_special_tokens else {}
+        return b"".join(vocab[i] for i in self._check_ids(ids) if i not in skip).decode(
+            "utf-8", errors=errors)
 
     def to_dict(self) -> dict:
         d = {"merges": [list(p) for p in self.merges],

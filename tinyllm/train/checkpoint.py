@@ -149,13 +149,17 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
         shutil.rmtree(stage)
     stage.mkdir()
     meta = {"format": FORMAT, "step": str(step), **(model_meta or {})}
-    serialization.save(model_state, stage / "model.safetensors", metadata=meta)
-    arrays, rest = flatten_optimizer_state(optimizer_state)
-    serialization.save(arrays, stage / "optimizer.safetensors",
-                       metadata={"format": FORMAT, "step": str(step),
-                                 "optimizer": json.dumps(rest)})
-    atomic_write_json(stage / "state.json", {**state, "format": FORMAT, "step": step})
-    _fsync_dir(stage)
+    try:
+        serialization.save(model_state, stage / "model.safetensors", metadata=meta)
+        arrays, rest = flatten_optimizer_state(optimizer_state)
+        serialization.save(arrays, stage / "optimizer.safetensors",
+                           metadata={"format": FORMAT, "step": str(step),
+                                     "optimizer": json.dumps(rest)})
+        atomic_write_json(stage / "state.json", {**state, "format": FORMAT, "step": step})
+        _fsync_dir(stage)
+    except BaseException:  # a full disk, say: give back the space the half-staged set took
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     _commit(run_dir)
 
 

@@ -15,7 +15,7 @@ from tinyllm.atomic import atomic_open
 __all__ = ["plot_losses", "smoothed"]
 
 
-def smoothed(values, smooth: float = 0.1) -> list[float]:
+def smoothed(values, smooth: float = 0.2) -> list[float]:
     """The debiased exponential moving average of ``values`` (``smooth``: the new value's
     weight): ``m_t = (1 - s) m_{t-1} + s v_t``, reported as ``m_t / (1 - (1 - s)^t)``."""
     out, m, w = [], 0.0, 0.0
@@ -55,6 +55,7 @@ def plot_losses(records: list[dict], path, title: str = "", train_log: list[dict
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.91, bottom=0.12)  # no tight_layout: it draws
+    # the figure once more just to measure it
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")

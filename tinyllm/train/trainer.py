@@ -224,7 +224,8 @@ class Run:
         if self.best_val_loss is None or rec["val_loss"] < self.best_val_loss:
             self.best_val_loss, self.best_step = rec["val_loss"], self.step
         self.write_logs()
-        if self.step == cfg.max_iters or time.perf_counter() - self.plotted >= self.PLOT_EVERY_S:
+        if self.step == cfg.max_iters or (self.step and self.PLOT_EVERY_S
+                                          <= time.perf_counter() - self.plotted):
             self._write("loss.png", self.plot)  # a plot costs ~0.5 s: at most every 15 s
             self.plotted = time.perf_counter()
         extra = "".join(f" | {k} {v:.4f}" for k, v in rec.items()
