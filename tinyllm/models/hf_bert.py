@@ -131,6 +131,16 @@ def _canonical(hf: dict) -> dict:
     return out
 
 
+def _untied_decoder(src: dict) -> list[str]:
+    """A problem for an MLM decoder weight that is not the word embeddings (tinyllm ties it)."""
+    word = src.get("embeddings.word_embeddings.weight")
+    return [f"key {src[dec][0]!r} differs from the word embeddings; tinyllm ties the MLM "
+            "decoder to them (untied decoders are not supported)"
+            for dec in ("cls.predictions.decoder.weight", "lm_head.decoder.weight")
+            if dec in src and word is not None and (src[dec][1].shape != word[1].shape
+                                                    or not np.array_equal(src[dec][1], word[1]))]
+
+
 def hf_to_tinyllm(hf: dict, model, source: str = "the checkpoint", strict: bool = True) -> dict:
     """Map a HF state dict onto ``model``'s names (qkv fused); check every key and shape.
 
@@ -175,12 +185,8 @@ def hf_to_tinyllm(hf: dict, model, source: str = "the checkpoint", strict: bool 
                      for n in ("query", "key", "value")]
             if all(a is not None for a in parts):
                 out[f"{body}layers.{i}.attn.qkv.{p}"] = np.concatenate(parts, axis=0)
-    for dec in ("cls.predictions.decoder.weight", "lm_head.decoder.weight"):
-        word = src.get("embeddings.word_embeddings.weight")
-        if heads and dec in src and word is not None and (
-                src[dec][1].shape != word[1].shape or not np.array_equal(src[dec][1], word[1])):
-            problems.append(f"key {src[dec][0]!r} differs from the word embeddings; tinyllm ties "
-                            "the MLM decoder to them (untied decoders are not supported)")
+    if heads:
+        problems += _untied_decoder(src)
     if not strict:  # missing tensors keep their initial values; wrong shapes still fail
         problems = [p for p in problems if not p.startswith("missing")]
     skipped = [k for k in src if (not heads and _is_head_key(k))  # an encoder skips the heads,
