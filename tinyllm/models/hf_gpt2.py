@@ -80,12 +80,13 @@ def config_from_hf(cfg: dict, where: str = CONFIG_NAME):
         "n_inner": (None, 4 * sizes["n_embd"]), "add_cross_attention": (False,),
         "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
         "reorder_and_upcast_attn": (False,), "tie_word_embeddings": (True,)})
+    dropout = typed(cfg, "resid_pdrop", float, where, 0.0)
+    eps = typed(cfg, "layer_norm_epsilon", float, where, 1e-5)
     try:
         return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"],
                          n_layer=sizes["n_layer"], n_head=sizes["n_head"], n_embd=sizes["n_embd"],
-                         dropout=typed(cfg, "resid_pdrop", float, where, 0.0), bias=True,
-                         activation=_ACT_FROM_HF[act],
-                         layer_norm_eps=typed(cfg, "layer_norm_epsilon", float, where, 1e-5))
+                         dropout=dropout, bias=True, activation=_ACT_FROM_HF[act],
+                         layer_norm_eps=eps)
     except (TypeError, ValueError) as e:
         raise HFCheckpointError(f"{where}: {e}") from None
 

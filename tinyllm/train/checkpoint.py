@@ -200,6 +200,15 @@ class Checkpoint:
     notes: list = field(default_factory=list)
 
 
+def damaged(path: Path, e: Exception) -> str:
+    """"PATH is damaged: why", without naming the file twice when ``e`` already starts with it."""
+    why = str(e)
+    for prefix in (f"{path}: ", f"{path} "):
+        if why.startswith(prefix):
+            why = why[len(prefix):]
+    return f"{path} is damaged: {why}"
+
+
 def read_json(path: Path, what: str):
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: the run folder has no {what}")
@@ -218,7 +227,7 @@ def _read_safetensors(path: Path, step: int):
         meta = serialization.load_metadata(path)
         arrays = serialization.load(path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is damaged: {e}") from None
+        raise CheckpointError(damaged(path, e)) from None
     if meta.get("step") != str(step):
         raise CheckpointError(f"{path} belongs to step {meta.get('step')!r} but state.json names "
                               f"step {step}: the folder mixes two checkpoints (was it killed "
@@ -270,7 +279,7 @@ def _read_tokenizer(path: Path, meta: dict, weights: Path):
     try:
         tok = Tokenizer.load(path)
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is damaged: {e}") from None
+        raise CheckpointError(damaged(path, e)) from None
     want = meta.get("tokenizer_fingerprint")  # absent in folders of older versions
     if want is not None and tok.fingerprint() != want:
         raise CheckpointError(
