@@ -102,12 +102,15 @@ class Task:
         return None
 
     # shared -------------------------------------------------------------------------------
-    def build(self, factory, **derived):
+    def build(self, factory, ignore=(), **derived):
         """``factory(**derived, **model_args)`` with every ``model_args`` key checked: it must
-        be a setting of ``factory`` and have its type (``ConfigError`` names the key)."""
+        be a setting of ``factory`` and have its type (``ConfigError`` names the key). Keys in
+        ``ignore`` are the task's own (``arch``: which model) and are not passed on."""
         settings = _settings(factory)
         kwargs = dict(derived)
         for key, value in self.cfg.model_args.items():
+            if key in ignore:
+                continue
             if key not in settings:
                 raise ConfigError(f"config key 'model_args.{key}': {factory.__name__} has no "
                                   f"setting {key!r}; it has {', '.join(sorted(settings))}")

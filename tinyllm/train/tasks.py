@@ -34,11 +34,17 @@ class LMTask(TextTask):
 
     def build_model(self):
         from tinyllm.models.gpt import GPT, GPTConfig
+        from tinyllm.models.llama import Llama, LlamaConfig
 
         c = self.cfg
-        return GPT(self.build(GPTConfig, vocab_size=self.tokenizer.vocab_size,
-                              block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
-                              n_embd=c.n_embd, dropout=c.dropout))
+        arch = c.model_args.get("arch", "gpt")  # model_args.arch picks the decoder
+        if arch not in ("gpt", "llama"):
+            raise ConfigError(f"config key 'model_args.arch' must be 'gpt' or 'llama', got {arch!r}")
+        config_cls, model_cls = (LlamaConfig, Llama) if arch == "llama" else (GPTConfig, GPT)
+        return model_cls(self.build(config_cls, ignore=("arch",),
+                                    vocab_size=self.tokenizer.vocab_size, block_size=c.block_size,
+                                    n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                    dropout=c.dropout))
 
     def loss(self, inputs):
         return self.model(inputs["idx"], inputs["targets"])[1]
