@@ -12,9 +12,10 @@ import pytest
 
 from tinyllm.course import cli
 from tinyllm.course.check import check
-from tinyllm.course.grade import format_table, grade, gradescope, verify_stubs
+from tinyllm.course.grade import format_table, grade, gradescope
 from tinyllm.course.registry import load_registry
 from tinyllm.course.student import build_student_edition, stub_notebook, stub_regions
+from tinyllm.course.verify import verify_stubs
 
 MATHY = '''\
 """Toy exercises."""
@@ -148,11 +149,21 @@ def test_an_endless_loop_costs_one_test(tmp_path):
     assert sum(t.outcome == "passed" for t in results["01.1"].tests) == 2
 
 
-def test_a_broken_test_module_fails_its_exercises_with_a_reason(tmp_path):
-    repo = make_repo(tmp_path / "r", mathy=MATHY + "\nthis is not python\n")
+def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path):
+    repo = make_repo(tmp_path / "r", mathy=MATHY + "\nthis is not python\n")  # a NameError
     results = by_id(grade(repo, timeout=30))
     assert not any(r.passed for r in results.values())
-    assert "failed to import" in results["01.1"].summary
+    summary = results["01.1"].summary
+    assert "tinyllm/mathy.py:25" in summary and "NameError: name 'this'" in summary, summary
+
+
+def test_a_syntax_error_in_the_students_file_names_file_line_and_source(tmp_path, capsys):
+    broken = MATHY.replace("return 2 * x", "return 2 * x)")
+    repo = make_repo(tmp_path / "r", mathy=broken)
+    assert check("01.1", root=repo) is False
+    out = capsys.readouterr().out
+    assert "your code does not run" in out and "tinyllm/mathy.py:7: SyntaxError" in out, out
+    assert "return 2 * x)" in out and "tests/test_mathy.py" not in out
 
 
 def test_grade_cli_writes_results_json(repo, tmp_path, capsys):

@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from tinyllm.course.grade import run_exercise_tests, verify_stubs
+from tinyllm.course.grade import run_exercise_tests
 from tinyllm.course.registry import REPO_ROOT, load_registry, package_regions
 from tinyllm.course.student import INSTRUCTOR_ONLY, build_student_edition
+from tinyllm.course.verify import verify_stubs
 
 pytestmark = pytest.mark.slow
 
