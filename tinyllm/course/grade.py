@@ -152,7 +152,9 @@ def test_files_for(root, exercise_ids) -> list[str]:
 def run_exercise_tests(root=REPO_ROOT, exercise_ids=(), lessons=(), timeout: float = 60,
                        env: dict | None = None, extra_args=()) -> Run:
     """Run the exercise tests of ``root`` (all, or those of some exercises or lessons)."""
-    args = ["-q", "-m", "exercise", "-o", "console_output_style=classic", *extra_args]
+    # hypothesis's plugin imports hypothesis at the end of every session (seconds): not needed
+    args = ["-q", "-m", "exercise", "-o", "console_output_style=classic",
+            "-p", "no:hypothesispytest", *extra_args]
     for e in exercise_ids:
         args += ["--exercise", e]
     for lesson in lessons:
