@@ -154,6 +154,14 @@ def test_07_3_attention_backward_with_dropout(rng):
 
 
 @pytest.mark.exercise("07.3")
+def test_07_3_attention_backward_other_ranks(rng):
+    """(T, D) and (B, T, D) inputs: the swapped axes are the last two, whatever the rank."""
+    q, k, v = qkv(rng)
+    check_attention_grads(rng, q[0, 0], k[0, 0], v[0, 0])
+    check_attention_grads(rng, q[:, 0], k[:, 0], v[:, 0])
+
+
+@pytest.mark.exercise("07.3")
 def test_07_3_attention_backward_some_inputs(rng):
     q, k, v = qkv(rng)
     for needs in [(True, False, False), (False, True, False), (False, False, True),

@@ -310,18 +310,26 @@ def test_02_5_gradcheck_uses_it(rng):
 @pytest.mark.exercise("03.1")
 def test_03_1_unbroadcast_fixed():
     g = np.arange(24.0).reshape(2, 3, 4)
-    for shape in [(4,), (3, 1), (1, 4), (), (1, 1), (2, 1, 4), (1, 3, 1), (3, 4), (1, 1, 1)]:
+    for shape in [(4,), (3, 1), (1, 4), (), (1, 1), (2, 1, 4), (1, 3, 1), (3, 4), (1, 1, 1),
+                  (2, 3, 4)]:
         want = g.sum(axis=tuple(range(3 - len(shape))))
         want = want.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True) \
             .reshape(shape)
         assert_close(f"unbroadcast of a (2, 3, 4) gradient to {shape}",
                      ops.unbroadcast(g, shape), want)
+    empty = np.zeros((0, 3))  # broadcasting (1, 3) against (0, 3) gives (0, 3): the sum is 0
+    assert_close("unbroadcast of a (0, 3) gradient to (1, 3)", ops.unbroadcast(empty, (1, 3)),
+                 np.zeros((1, 3)))
 
 
 @pytest.mark.exercise("03.1")
 def test_03_1_unbroadcast_random(rng):
-    for _ in range(12):
-        big, small = broadcast_pair(rng, max_ndim=4)
+    for k in range(16):
+        if k % 2:  # gradients with sides of 1 too: which axis is compared matters
+            big = random_shape(rng, 2, 4, 1, 4)
+            small = tuple(1 if rng.random() < 0.5 else n for n in big[int(rng.integers(0, 2)):])
+        else:
+            big, small = broadcast_pair(rng, max_ndim=4)
         g = rng.standard_normal(big)
         want = g.sum(axis=tuple(range(len(big) - len(small))))
         want = want.sum(axis=tuple(i for i, n in enumerate(small) if n == 1), keepdims=True)
@@ -469,6 +477,20 @@ def test_03_5_matmul_1d_and_batched(rng):
             ga, gb = fd_grads(lambda x, y: x @ y, [a0, b0], w)
             assert_close(f"dL/dA of A {sa} @ B {sb} (finite differences)", a.grad, ga, rng)
             assert_close(f"dL/dB of A {sa} @ B {sb} (finite differences)", b.grad, gb, rng)
+
+
+@pytest.mark.exercise("03.5")
+def test_03_5_matmul_one_input_needs_grad(rng):
+    for _ in range(2):
+        m, k, n = (int(v) for v in rng.integers(2, 6, size=3))
+        a0, b0 = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        w = rng.standard_normal((m, n))
+        for needs in ((True, False), (False, True)):
+            a, b = tl.tensor(a0, requires_grad=needs[0]), tl.tensor(b0, requires_grad=needs[1])
+            (a @ b).backward(w)
+            got, want, name = (a.grad, w @ b0.T, "A") if needs[0] else (b.grad, a0.T @ w, "B")
+            assert_close(f"dL/d{name} of A {a0.shape} @ B {b0.shape} when only {name} requires "
+                         "grad (self.needs_grad says which)", got, want, rng)
 
 
 # ---------------------------------------------------------------------- 03.6 no_grad
