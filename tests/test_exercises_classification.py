@@ -1,5 +1,5 @@
-"""Grading tests of lesson 13: 13.1 the classification head and its loss, 13.2 the confusion
-matrix and balanced accuracy.
+"""Grading tests of lesson 13: 13.1 the confusion matrix and balanced accuracy, 13.2 the
+classification head and its loss.
 
 The head is checked on a body whose features NumPy computes (an embedding lookup), for every
 pooling, with the dropout on in training mode (the reference draws the same mask after the same
@@ -57,8 +57,8 @@ def random_case(rng):
     return v, h, k, ids, mask, rng.integers(0, k, size=b)
 
 
-# ---------------------------------------------------------------------- 13.1 the head
-@pytest.mark.exercise("13.1")
+# ---------------------------------------------------------------------- 13.2 the head
+@pytest.mark.exercise("13.2")
 def test_13_1_classifier_fixed_example():
     body = LookupBody(3, 2)
     body.emb.weight.data = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], dtype=np.float32)
@@ -75,7 +75,7 @@ def test_13_1_classifier_fixed_example():
                  rtol=1e-6)
 
 
-@pytest.mark.exercise("13.1")
+@pytest.mark.exercise("13.2")
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 def test_13_1_classifier_matches_numpy(rng, pooling):
     for _ in range(3):
@@ -94,7 +94,7 @@ def test_13_1_classifier_matches_numpy(rng, pooling):
             fail(f"{what} without labels", "the loss should be None", rng)
 
 
-@pytest.mark.exercise("13.1")
+@pytest.mark.exercise("13.2")
 def test_13_1_classifier_dropout_in_training(rng):
     v, h, k, ids, mask, labels = random_case(rng)
     body = LookupBody(v, h)
@@ -110,7 +110,7 @@ def test_13_1_classifier_dropout_in_training(rng):
     assert_close("loss in training mode", got.loss, np_ce(logits, labels), rng, rtol=1e-5)
 
 
-@pytest.mark.exercise("13.1")
+@pytest.mark.exercise("13.2")
 def test_13_1_bert_pooler(rng):
     cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=16, max_position_embeddings=16, hidden_dropout_prob=0.0,
@@ -129,7 +129,7 @@ def test_13_1_bert_pooler(rng):
                  atol=1e-5)
 
 
-@pytest.mark.exercise("13.1")
+@pytest.mark.exercise("13.2")
 def test_13_1_gradient_reaches_head_and_body(rng):
     v, h, k, ids, mask, labels = random_case(rng)
     body = LookupBody(v, h)
@@ -141,7 +141,7 @@ def test_13_1_gradient_reaches_head_and_body(rng):
             fail(f"gradient of the loss with respect to {name}", "is missing or zero", rng)
 
 
-# ---------------------------------------------------------------------- 13.2 metrics
+# ---------------------------------------------------------------------- 13.1 metrics
 def loops(pred, labels, k):
     cm = np.zeros((k, k), dtype=np.int64)
     for p, y in zip(pred, labels):
@@ -150,7 +150,7 @@ def loops(pred, labels, k):
     return cm, float(np.mean(recalls))
 
 
-@pytest.mark.exercise("13.2")
+@pytest.mark.exercise("13.1")
 def test_13_2_metrics_fixed_example():
     pred, labels = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
     assert_equal("confusion_matrix(pred [0, 0, 1, 1], labels [0, 1, 1, 1], 2) (rows: truth)",
@@ -161,7 +161,7 @@ def test_13_2_metrics_fixed_example():
                  balanced_accuracy(np.zeros(6, int), np.array([0, 1, 2, 0, 0, 1]), 4), 1 / 3)
 
 
-@pytest.mark.exercise("13.2")
+@pytest.mark.exercise("13.1")
 def test_13_2_metrics_random(rng):
     for _ in range(6):
         k = int(rng.integers(2, 8))
