@@ -90,6 +90,14 @@ def test_notebook_checks_its_exercises(path):
                          f"(add `check(\"{missing[0]}\")` where the lesson asks for it)")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_starts_with_autoreload(path):
+    """Edits of the package reach the notebook: the first code cell loads autoreload."""
+    first = next(_source(c) for c in _load(path)["cells"] if c["cell_type"] == "code")
+    assert "%load_ext autoreload" in first and "%autoreload 2" in first, (
+        f"{path.name}: the first code cell must be `%load_ext autoreload` and `%autoreload 2`")
+
+
 def _lesson(path: Path) -> str:
     return path.name[:2]
 

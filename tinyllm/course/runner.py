@@ -27,15 +27,22 @@ _RUNNER = (
 )
 
 
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # blocked, or half-imported
+        return False
+
+
 def require_pytest() -> None:
-    if importlib.util.find_spec("pytest") is None:
+    if not _has("pytest"):
         raise CourseError('grading runs the tests with pytest, which is not installed here: '
                           'pip install -e ".[course]" in your project (or pip install pytest '
                           'pytest-timeout)')
 
 
 def has_pytest_timeout() -> bool:
-    return importlib.util.find_spec("pytest_timeout") is not None
+    return _has("pytest_timeout")
 
 
 def tree_env(root, env: dict | None = None) -> dict:
