@@ -16,6 +16,7 @@ Also here, written apart from the engine so that a test never leans on the code 
 from __future__ import annotations
 
 import numpy as np
+from helpers import to_numpy
 
 import tinyllm as tl
 
@@ -39,14 +40,6 @@ def seed_note(seed) -> str:
 
 def fail(name: str, detail: str, seed=None):
     raise AssertionError(f"{name}: {detail}{seed_note(seed)}")
-
-
-def to_numpy(x):
-    if isinstance(x, tl.Tensor):
-        return x.numpy()
-    if hasattr(x, "get"):  # CuPy
-        return x.get()
-    return np.asarray(x)
 
 
 def _show(a) -> str:
