@@ -317,6 +317,12 @@ def test_03_1_unbroadcast_fixed():
             .reshape(shape)
         assert_close(f"unbroadcast of a (2, 3, 4) gradient to {shape}",
                      ops.unbroadcast(g, shape), want)
+    for gshape, shape in (((1, 3), (1, 1)), ((4, 1, 3), (1, 1)), ((1, 5, 2), (5, 1))):
+        g2 = np.arange(float(np.prod(gshape))).reshape(gshape)  # sides of 1 in the gradient too
+        want = g2.sum(axis=tuple(range(len(gshape) - len(shape))))
+        want = want.sum(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True)
+        assert_close(f"unbroadcast of a {gshape} gradient to {shape}", ops.unbroadcast(g2, shape),
+                     want)
     empty = np.zeros((0, 3))  # broadcasting (1, 3) against (0, 3) gives (0, 3): the sum is 0
     assert_close("unbroadcast of a (0, 3) gradient to (1, 3)", ops.unbroadcast(empty, (1, 3)),
                  np.zeros((1, 3)))

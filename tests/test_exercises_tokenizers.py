@@ -113,7 +113,8 @@ def test_05_3_wordpiece_split_fixed_examples():
                            (("ab", VOCAB), {"max_input_chars_per_word": 1}, ["[UNK]"]),
                            (("ab", VOCAB), {"max_input_chars_per_word": 2}, ["ab"]),
                            (("ab", {"a", "@@b"}), {"prefix": "@@"}, ["a", "@@b"]),
-                           (("ax", VOCAB), {"unk_token": "<unk>"}, ["<unk>"])]:
+                           (("ax", VOCAB), {"unk_token": "<unk>"}, ["<unk>"]),
+                           (("ax", {"a", "##"}), {}, ["[UNK]"])]:  # no empty piece
         assert_equal(f"wordpiece_split({args[0][:12]!r}{'...' if len(args[0]) > 12 else ''}, "
                      f"{kw or 'defaults'})", wordpiece_split(*args, **kw), want)
 

@@ -35,7 +35,7 @@ from tinyllm.course.mutate import Mutant, apply_named, module_name, region_mutan
 from tinyllm.course.registry import REPO_ROOT, Registry, assign, package_regions
 
 CONFIG = Path(__file__).with_name("mutants.json")
-MUTANT_TIMEOUT = 60.0  # seconds for one mutant's tests: a mutant that loops forever is killed
+MUTANT_TIMEOUT = 30.0  # seconds for one mutant's tests: a mutant that loops forever is killed
 
 
 # ---------------------------------------------------------------------------- which mutants
@@ -385,7 +385,15 @@ def main(args) -> int:
         return 0
     seeds = ([secrets.randbelow(2**31)] if args.seeds == "random"
              else [int(s) for s in args.seeds.split(",")])
-    report = run_mutants(root, mutants, seeds, workers=args.workers)
+    done = [0]
+    total = len(mutants) * len(seeds)
+
+    def progress(m, seed, status):
+        done[0] += 1
+        if done[0] % 50 == 0 or done[0] == total:
+            print(f"  {done[0]}/{total} mutant runs", file=sys.stderr, flush=True)
+
+    report = run_mutants(root, mutants, seeds, workers=args.workers, progress=progress)
     report.problems += problems
     text = format_report(report)
     print(text)
