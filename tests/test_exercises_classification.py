@@ -59,7 +59,7 @@ def random_case(rng):
 
 # ---------------------------------------------------------------------- 13.2 the head
 @pytest.mark.exercise("13.2")
-def test_13_1_classifier_fixed_example():
+def test_13_2_classifier_fixed_example():
     body = LookupBody(3, 2)
     body.emb.weight.data = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], dtype=np.float32)
     ids, mask = np.array([[0, 1, 2]]), np.array([[1, 1, 0]])
@@ -77,7 +77,7 @@ def test_13_1_classifier_fixed_example():
 
 @pytest.mark.exercise("13.2")
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
-def test_13_1_classifier_matches_numpy(rng, pooling):
+def test_13_2_classifier_matches_numpy(rng, pooling):
     for _ in range(3):
         v, h, k, ids, mask, labels = random_case(rng)
         body = LookupBody(v, h)
@@ -95,7 +95,25 @@ def test_13_1_classifier_matches_numpy(rng, pooling):
 
 
 @pytest.mark.exercise("13.2")
-def test_13_1_classifier_dropout_in_training(rng):
+def test_13_2_pooling_without_mask_and_empty_rows(rng):
+    for _ in range(3):
+        b, t, h = int(rng.integers(2, 5)), int(rng.integers(2, 7)), int(rng.integers(2, 6))
+        hidden = rng.standard_normal((b, t, h)).astype(np.float32)
+        ht = tl.tensor(hidden)
+        for pooling, want in (("cls", hidden[:, 0]), ("mean", hidden.mean(1)),
+                              ("last", hidden[:, -1])):
+            assert_close(f"pool_hidden_states(pooling={pooling!r}) of {hidden.shape} without a "
+                         "mask (every position is real)", pool_hidden_states(ht, None, pooling),
+                         want, rng, atol=1e-6)
+        mask = np.ones((b, t), dtype=np.int64)
+        mask[-1] = 0  # a row without real tokens: its last real token is taken as position 0
+        assert_close("pool_hidden_states(pooling='last') with a row of zeros in the mask "
+                     "(position 0 for that row)", pool_hidden_states(ht, mask, "last"),
+                     np.concatenate([hidden[:-1, -1], hidden[-1:, 0]]), rng)
+
+
+@pytest.mark.exercise("13.2")
+def test_13_2_classifier_dropout_in_training(rng):
     v, h, k, ids, mask, labels = random_case(rng)
     body = LookupBody(v, h)
     clf = SequenceClassifier(body, h, k, pooling="mean", dropout=0.5).train()
@@ -111,7 +129,7 @@ def test_13_1_classifier_dropout_in_training(rng):
 
 
 @pytest.mark.exercise("13.2")
-def test_13_1_bert_pooler(rng):
+def test_13_2_bert_pooler(rng):
     cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=16, max_position_embeddings=16, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0, initializer_range=0.3)
@@ -130,7 +148,7 @@ def test_13_1_bert_pooler(rng):
 
 
 @pytest.mark.exercise("13.2")
-def test_13_1_gradient_reaches_head_and_body(rng):
+def test_13_2_gradient_reaches_head_and_body(rng):
     v, h, k, ids, mask, labels = random_case(rng)
     body = LookupBody(v, h)
     clf = SequenceClassifier(body, h, k, pooling="mean", dropout=0.0)
@@ -151,7 +169,7 @@ def loops(pred, labels, k):
 
 
 @pytest.mark.exercise("13.1")
-def test_13_2_metrics_fixed_example():
+def test_13_1_metrics_fixed_example():
     pred, labels = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
     assert_equal("confusion_matrix(pred [0, 0, 1, 1], labels [0, 1, 1, 1], 2) (rows: truth)",
                  confusion_matrix(pred, labels, 2), [[1, 0], [1, 2]])
@@ -162,7 +180,7 @@ def test_13_2_metrics_fixed_example():
 
 
 @pytest.mark.exercise("13.1")
-def test_13_2_metrics_random(rng):
+def test_13_1_metrics_random(rng):
     for _ in range(6):
         k = int(rng.integers(2, 8))
         n = int(rng.integers(1, 60))
