@@ -17,9 +17,12 @@ from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ops import unbroadcast
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
+
+_causal_cache: dict = {}
+
 
 def causal_mask(t: int, s: int | None = None, xp=None):
     """Boolean (T, S) mask, True where query i may attend key j: j <= i + (S - T).
@@ -34,38 +37,32 @@ def causal_mask(t: int, s: int | None = None, xp=None):
     # END SOLUTION
 
 
-# One lower-triangular square per array module, sliced for every (T, S): the mask of T queries
-# that end a sequence of S positions is rows S-T .. S-1, columns 0 .. S-1 of the square. It
-# grows (to a multiple of 256) only when a longer sequence comes, so its memory is bounded by
-# the longest sequence seen: 1 MiB of booleans for 1,024 positions, whatever the shapes asked.
-_causal_squares: dict = {}
-
-
-def _causal_slice(xp, t: int, s: int):
-    """causal_mask(t, s) as a view of the shared square (no new array when T <= S)."""
-    if t > s:  # more queries than keys: no square holds it (and nothing asks it twice)
-        return causal_mask(t, s, xp)
-    square = _causal_squares.get(xp.__name__)
-    if square is None or square.shape[0] < s:
-        n = -(-s // 256) * 256
-        square = _causal_squares[xp.__name__] = causal_mask(n, n, xp)
-    return square[s - t:s, :s]
-
-
 def _attention_bias(xp, mask, is_causal, t, s, dtype):
     """Turn a boolean mask (True = attend) into an additive bias: 0 or a very large negative.
 
     A finite negative (not -inf) keeps a row whose keys are all masked finite (uniform weights,
-    as Hugging Face's BERT does) instead of NaN. The causal part is a view of one shared mask.
+    as Hugging Face's BERT does) instead of NaN. The causal-only bias is cached per shape.
     """
+    neg = xp.finfo(dtype).min
     if is_causal and t == 1:  # one query, the last position (decoding with a cache): sees all
         is_causal = False
+    if is_causal and mask is None:
+        # one square bias per dtype and array module, grown (to a multiple of 256) only for a
+        # longer sequence; (T, S) is its rows S-T..S-1, columns 0..S-1 (a view), so the memory
+        # is bounded by the longest sequence, whatever shapes come (a cache per shape grew)
+        if t > s:
+            return xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
+        key = (dtype, xp.__name__)
+        bias = _causal_cache.get(key)
+        if bias is None or bias.shape[1] < s:
+            n = -(-s // 256) * 256
+            bias = _causal_cache[key] = xp.where(causal_mask(n, n, xp), dtype.type(0), neg).astype(dtype)
+        return bias[s - t:s, :s]
     if is_causal:
-        causal = _causal_slice(xp, t, s)
-        mask = causal if mask is None else mask & causal
+        mask = mask & causal_mask(t, s, xp)
     if mask is None:
         return None
-    return xp.where(mask, dtype.type(0), xp.finfo(dtype).min).astype(dtype, copy=False)
+    return xp.where(mask, dtype.type(0), neg).astype(dtype)
 
 
 class ScaledDotProductAttention(Function):
@@ -136,7 +133,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
     t, s = q.shape[-2], k.shape[-2]
     m = None
     if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=q.device)
+        m = operand_data(mask, q.device, "the attention mask")
         if m.dtype != bool:
             raise TypeError(f"attention mask must be boolean (True = attend), got {m.dtype}")
         try:

@@ -16,7 +16,7 @@ from tinyllm import backend, ops
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ids import check_ids
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = [
     "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
@@ -256,9 +256,9 @@ class CrossEntropy(Function):
             return losses
         if self.reduction == "sum":
             self.scale = 1.0
-        else:
-            count = int(valid.sum())
-            self.scale = 1.0 / count if count else float("nan")
+        else:  # the count stays where the data is (no host copy on a GPU); no rows: NaN
+            count = valid.sum()
+            self.scale = xp.where(count > 0, 1.0 / xp.maximum(count, 1), xp.nan).astype(logits.dtype)
         return (losses.sum() * self.scale).astype(logits.dtype)
 
     def backward(self, gy):
@@ -282,8 +282,10 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    t = targets.data if isinstance(targets, Tensor) else backend.as_array(
-        targets, device=getattr(logits, "device", None))  # beside the logits (CuPy too)
+    device = backend.get_device(logits.data if isinstance(logits, Tensor) else logits)
+    what = "cross_entropy's targets"  # host targets are checked on the host, then moved
+    t = (operand_data(targets, device, what) if isinstance(targets, Tensor)
+         else backend.as_array(targets, device=backend.get_device(targets)))
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
@@ -291,10 +293,11 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     if backend.is_float(t.dtype):
         raise TypeError(f"cross_entropy targets must be integer class ids, got {t.dtype}")
     v = lshape[-1]
-    check_ids(t, v, "targets", kind="class id", ignore_index=ignore_index,
+    check_ids(t, v, "targets", kind="target id", ignore_index=ignore_index,
               hint=f" (logits with {v} classes; use ignore_index={ignore_index} to skip one)")
     t = t.reshape(-1)
     x = logits if isinstance(logits, Tensor) else Tensor(logits)
+    t = operand_data(t, device, what)
     out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
     return out.reshape(lshape[:-1]) if reduction == "none" else out
 
@@ -376,10 +379,13 @@ class Embedding(Function):
 
 def embedding(ids, weight) -> Tensor:
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
-    i = ids.data if isinstance(ids, Tensor) else backend.as_array(ids, device=weight.device)
+    what = "embedding's ids"  # host ids are checked on the host, then moved
+    i = (operand_data(ids, weight.device, what) if isinstance(ids, Tensor)
+         else backend.as_array(ids, device=backend.get_device(ids)))
     v = weight.shape[0]
-    check_ids(i, v, "ids", kind="token id", hint=f" (the rows of the {tuple(weight.shape)} table)")
-    return Embedding(i)(weight)
+    check_ids(i, v, "ids", kind="token id", within="the vocabulary",
+              hint=f" of the {tuple(weight.shape)} embedding table")
+    return Embedding(operand_data(i, weight.device, what))(weight)
 
 
 # ---------------------------------------------------------------------------- dropout

@@ -10,7 +10,9 @@ So each id array is checked once, where it enters:
 
 ``check_ids`` reduces the array to its minimum and maximum and moves the two numbers to the host
 together: one device-to-host transfer per call (on a GPU that is one synchronisation). Only when
-an id is bad does it look further, to say where.
+an id is bad does it look further, to say where. Host ids (NumPy, as the trainer's batches
+are) stay on the host: they are checked there and the layer that uses them moves them, so their
+check costs no device transfer at all.
 """
 
 from __future__ import annotations
@@ -33,11 +35,17 @@ def _is_backend_array(x) -> bool:
 
 
 def _backend_array(x, name: str, ndim, device):
+    """The backend array of ``x``, where it lives: a Tensor's array (which must be on ``device``
+    when one is given: tinyllm's rule for mixing devices), a backend array as is, anything else
+    (lists, NumPy scalars) as a NumPy array. Host ids stay on the host: they are checked there
+    and moved by the layer that uses them (no device synchronisation for the check)."""
     if not _is_backend_array(x) and _is_backend_array(getattr(x, "data", None)):
+        if device is not None and getattr(x, "device", device) != device:
+            raise RuntimeError(
+                f"{name} is a tensor on {x.device} (shape {tuple(x.shape)}) but the model runs on "
+                f"{device}; move it first with .to({device!r}) (NumPy arrays are moved for you)")
         x = x.data  # a Tensor: its backend array
-    a = x if _is_backend_array(x) else backend.as_array(x, device=device)
-    if device is not None:
-        a = backend.to_device(a, device)
+    a = x if _is_backend_array(x) else backend.as_array(x)
     if ndim is not None and a.ndim != ndim:
         want = {1: "(N,)", 2: "(B, T)"}.get(ndim, f"{ndim} axes")
         hint = " (add a batch axis: x[None])" if ndim == 2 and a.ndim == 1 else ""
@@ -46,8 +54,8 @@ def _backend_array(x, name: str, ndim, device):
 
 
 def as_ids(x, name: str, ndim: int | None = None, device=None, kind: str = "token id"):
-    """``x`` (an array, nested lists, or a Tensor) as a backend integer array, checked for dtype
-    and number of axes (no device transfer). ``device`` moves host data there."""
+    """``x`` (an array, nested lists, or a Tensor, which must be on ``device`` when given) as a
+    backend integer array where it lives, checked for dtype and number of axes (no transfer)."""
     a = _backend_array(x, name, None, device)
     if a.dtype.kind not in "iu":
         raise IdTypeError(f"{name} must hold integers ({kind}s), got dtype {a.dtype}")
@@ -55,8 +63,9 @@ def as_ids(x, name: str, ndim: int | None = None, device=None, kind: str = "toke
 
 
 def as_mask(x, name: str, shape=None, device=None):
-    """A 0/1 (or boolean) mask as a backend boolean array, True where the entry is not 0;
-    ``shape``, when given, is the shape it must have (the message names it)."""
+    """A 0/1 (or boolean) mask as a backend boolean array where it lives (a Tensor must be on
+    ``device`` when given), True where the entry is not 0; ``shape``, when given, is the shape it
+    must have (the message names it)."""
     a = _backend_array(x, name, None, device)
     if a.dtype.kind not in "iub":
         raise IdTypeError(f"{name} must be boolean or 0/1 integers (True at real tokens), got "
@@ -66,12 +75,14 @@ def as_mask(x, name: str, shape=None, device=None):
     return a != 0 if a.dtype != bool else a
 
 
-def check_ids(ids, high: int, name: str, *, kind: str = "id", ignore_index=None, hint: str = ""):
+def check_ids(ids, high: int, name: str, *, kind: str = "id", ignore_index=None, hint: str = "",
+              within: str = ""):
     """Raise ``IdError`` unless every entry of the integer array ``ids`` lies in [0, high).
 
     Entries equal to ``ignore_index`` are not checked (cross-entropy's skipped positions). The
-    message names ``name``, the first bad id, where it is and the range, then ``hint``. Returns
-    ``ids``. Cost: one reduction to (min, max) and one transfer of those two numbers.
+    message names ``name``, the first bad id, where it is and the range (called ``within``, e.g.
+    "the vocabulary", when given), then ``hint``. Returns ``ids``. Cost: one reduction to
+    (min, max) and one transfer of those two numbers.
     """
     if ids.dtype.kind not in "iu":
         raise IdTypeError(f"{name} must hold integers ({kind}s), got dtype {ids.dtype}")
@@ -86,4 +97,5 @@ def check_ids(ids, high: int, name: str, *, kind: str = "id", ignore_index=None,
     where = tuple(int(i) for i in backend.to_device(xp.argwhere(bad)[0], "cpu"))
     value = int(ids[where])
     at = f"{name}[{', '.join(map(str, where))}]" if where else name
-    raise IdError(f"{kind} {value} at {at}: {name} holds {value}, outside [0, {high}){hint}")
+    allowed = f"{within} [0, {high})" if within else f"[0, {high})"
+    raise IdError(f"{kind} {value} at {at}: {name} holds {value}, outside {allowed}{hint}")

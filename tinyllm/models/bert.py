@@ -27,7 +27,7 @@ from tinyllm.models.hub import PretrainedMixin
 from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList, Parameter
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["BertConfig", "roberta_config", "BertEmbeddings", "BertModel", "MLMHead",
            "BertForPreTraining", "BertForMaskedLM", "BertPreTrainingOutput", "pretraining_loss"]
@@ -198,7 +198,8 @@ class BertModel(PretrainedMixin, Module):
         assert config.activation in ACTIVATIONS
 
     def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Backend arrays (ids, bool mask (B,1,1,T) or None, token types), with clear errors."""
+        """Backend arrays on the model's device (ids, bool mask (B,1,1,T) or None, token types),
+        with clear errors. Host inputs are checked on the host, then moved once."""
         c, dev = self.config, self.embeddings.word_embeddings.weight.device
         ids = check_ids(as_ids(input_ids, "input_ids", ndim=2, device=dev), c.vocab_size,
                         "input_ids", kind="token id", hint=f" (the vocabulary size is {c.vocab_size})")
@@ -214,7 +215,8 @@ class BertModel(PretrainedMixin, Module):
         mask = None
         if attention_mask is not None:
             mask = as_mask(attention_mask, "attention_mask", ids.shape, dev)[:, None, None, :]
-        return ids, mask, tt
+            mask = backend.to_device(mask, dev)
+        return backend.to_device(ids, dev), mask, backend.to_device(tt, dev)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
                 output_hidden_states: bool = False):
@@ -286,7 +288,8 @@ class BertPreTrainingOutput:
 def _labels(x, name, dev):
     if x is None:
         return None
-    return x.data if isinstance(x, Tensor) else backend.as_array(x, device=dev)
+    return operand_data(x, dev, name) if isinstance(x, Tensor) else backend.as_array(
+        x, device=backend.get_device(x))  # host labels: checked by cross_entropy, then moved
 
 
 class BertForPreTraining(PretrainedMixin, Module):

@@ -236,13 +236,13 @@ def _check_search(do_sample, num_beams, nrs):
 
 def _prompt(idx, attention_mask):
     """Host int64 ids (B, T) and, with a mask, host booleans (B, T) with a real token per row."""
-    ids = as_ids(idx, "idx", ndim=2, device="cpu").astype(np.int64)
+    ids = backend.to_device(as_ids(idx, "idx", ndim=2), "cpu").astype(np.int64)
     if ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ValueError(f"generate: idx must have shape (B, T) with B, T >= 1, got "
                          f"{tuple(ids.shape)}")
     if attention_mask is None:
         return ids, None
-    mask = as_mask(attention_mask, "attention_mask", ids.shape, device="cpu")
+    mask = backend.to_device(as_mask(attention_mask, "attention_mask", ids.shape), "cpu")
     empty = np.flatnonzero(~mask.any(axis=1)).tolist()
     if empty:
         raise ValueError(f"generate: attention_mask rows {empty} have no real token (all 0); "

@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from tinyllm import functional as F
-from tinyllm.backend import get_array_module, np
+from tinyllm.backend import get_array_module, np, to_device
 from tinyllm.ids import as_ids, as_mask
 from tinyllm.models.generation import GenerationMixin
 from tinyllm.models.hub import PretrainedMixin
@@ -222,12 +222,12 @@ class GPT(PretrainedMixin, GenerationMixin, Module):
         if attention_mask is None:
             return range(offset, offset + t), None
         # one entry per cached and new position
-        real = as_mask(attention_mask, "attention_mask", (b, offset + t),
-                       self.wte.weight.device)
-        xp = get_array_module(ids)
+        dev = self.wte.weight.device
+        real = as_mask(attention_mask, "attention_mask", (b, offset + t), dev)
+        xp = get_array_module(real)  # a host mask: positions on the host, checked there
         pos = xp.cumsum(real, axis=1) - 1  # the number of real tokens before each one
         pos = xp.where(real, pos, min(1, block_size - 1))[:, offset:]
-        return pos, real[:, None, None, :]
+        return pos, to_device(real[:, None, None, :], dev)  # moved once, for every block
 
     # ------------------------------------------------------------------ generation hooks
     @property

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from tinyllm import backend
 from tinyllm import functional as F
 from tinyllm.backend import get_array_module, np
 from tinyllm.ids import as_ids, as_mask
@@ -115,12 +114,13 @@ def make_masks(src, tgt_in, pad_id: int):
     return src_mask, tgt_mask
 
 
-def source_mask(src_mask, src, pad_id: int):
+def source_mask(src_mask, src, pad_id: int, device=None):
     """The source padding mask as (B, 1, 1, S) booleans: ``src_mask`` (B, S) or (B, 1, 1, S),
-    True (or 1) at real tokens, or by default the positions of ``src`` whose id is not ``pad_id``."""
+    True (or 1) at real tokens (a Tensor must be on ``device``, the model's), or by default the
+    positions of ``src`` whose id is not ``pad_id``."""
     if src_mask is None:
         return (src != pad_id)[:, None, None, :]
-    m = as_mask(src_mask, "src_mask", device=backend.get_device(src))
+    m = as_mask(src_mask, "src_mask", device=device)
     if m.ndim not in (2, 4):
         raise ValueError(f"src_mask must be boolean (B, S) or (B, 1, 1, S), True at real tokens; "
                          f"got shape {tuple(m.shape)}")
@@ -247,7 +247,7 @@ class Transformer(Module):
         """src ids (B, S) -> memory (B, S, C). ``src_mask`` (B, S) or (B, 1, 1, S), True at real
         tokens; default: the positions whose id is not ``pad_id``."""
         src = self._ids(src, "src")
-        src_mask = source_mask(src_mask, src, self.config.pad_id)
+        src_mask = source_mask(src_mask, src, self.config.pad_id, self.device)
         x = self.embed(src, self.src_embed)
         for layer in self.encoder:
             x = layer(x, mask=src_mask)
@@ -264,7 +264,7 @@ class Transformer(Module):
         """
         tgt_in = self._ids(tgt_in, "tgt_in")
         if src_mask is not None:
-            src_mask = source_mask(src_mask, tgt_in, self.config.pad_id)
+            src_mask = source_mask(src_mask, tgt_in, self.config.pad_id, self.device)
         offset = 0 if cache is None else cache.length
         x = self.embed(tgt_in, self.tgt_embed, offset)
         for i, layer in enumerate(self.decoder):
@@ -333,7 +333,7 @@ class Transformer(Module):
                              f"(the model's positions), got {max_new_tokens!r}")
         with eval_mode(self):
             src = self._ids(src, "src")
-            src_mask = source_mask(src_mask, src, cfg.pad_id)
+            src_mask = source_mask(src_mask, src, cfg.pad_id, self.device)
             memory = self.encode(src, src_mask)
             bos = np.full((src.shape[0], 1), cfg.bos_id, dtype=np.int64)
             out = generate(self, bos, max_new_tokens, do_sample=do_sample,
