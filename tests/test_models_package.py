@@ -23,5 +23,5 @@ def test_the_model_classes_users_expect():
     for name in ("GPT", "GPTConfig", "BertModel", "BertConfig", "BertForPreTraining",
                  "BertForMaskedLM", "Transformer", "TransformerConfig", "SequenceClassifier",
                  "BertForSequenceClassification", "GPTForSequenceClassification", "BigramLM",
-                 "MLPLM", "GenerationMixin", "PretrainedMixin"):
+                 "MLPLM", "Llama", "LlamaConfig", "GenerationMixin", "PretrainedMixin"):
         assert inspect.isclass(getattr(models, name, None)), name

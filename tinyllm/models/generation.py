@@ -1,5 +1,4 @@
-"""Text generation, one engine for every model: greedy, sampling (temperature, top-k, top-p),
-beam search.
+"""Text generation, one engine for every model: greedy, sampling (top-k, top-p), beam search.
 
     out = model.generate(idx, max_new_tokens=50)                             # greedy
     out = model.generate(idx, 50, do_sample=True, temperature=0.8, top_k=40, seed=0)
