@@ -130,8 +130,8 @@ def _check_order(order, root):
             continue
         seen.add(id(t))
         assert id(t) in pos, "a tensor of the graph is missing from topological_order"
-        if t._ctx is not None:
-            for p in t._ctx.inputs:
+        if t.grad_fn is not None:
+            for p in t.grad_fn.inputs:
                 if p.requires_grad:
                     assert pos[id(p)] < pos[id(t)], "an input came after the tensor made from it"
                     stack.append(p)
@@ -380,7 +380,7 @@ def test_03_6_no_grad(rng):
     with tl.no_grad():
         assert not tl.is_grad_enabled(), "inside no_grad, is_grad_enabled() should be False"
         y = (x * 2).exp()
-    assert not y.requires_grad and y._ctx is None, "an op under no_grad must record no graph"
+    assert not y.requires_grad and y.grad_fn is None, "an op under no_grad must record no graph"
     assert tl.is_grad_enabled(), "no_grad must switch gradients back on when the block ends"
     with pytest.raises(ZeroDivisionError):
         with tl.no_grad():

@@ -142,7 +142,7 @@ def test_no_grad_records_nothing():
         y = (x * 2).exp().sum()
         assert not tl.is_grad_enabled()
     assert tl.is_grad_enabled()
-    assert not y.requires_grad and y._ctx is None
+    assert not y.requires_grad and y.grad_fn is None
     z = x * 2
     assert z.requires_grad
 

@@ -17,7 +17,7 @@ from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ops import unbroadcast
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
 
@@ -140,5 +140,5 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
     fn = ScaledDotProductAttention(bias, scale, dropout_p)
     out = fn(q, k, v)
     if return_weights:
-        return out, Tensor(fn.p, _raw=True)
+        return out, as_tensor(fn.p)
     return out

@@ -8,7 +8,7 @@ Every differentiable operation is a small ``Function`` subclass with two methods
   (``None`` for an input that needs no gradient; ``self.needs_grad[i]`` says which do).
 
 Calling a Function on tensors runs ``forward`` and, when gradients are wanted, records the
-Function as the output's ``_ctx`` (its creator) together with its input tensors: that chain of
+Function as the output's ``grad_fn`` (its creator) together with its input tensors: that chain of
 creators is the computational graph. ``backward`` walks it from the output in reverse
 topological order, applying the chain rule one Function at a time.
 """
@@ -74,12 +74,12 @@ class Function:
         y = self.forward(*[t.data for t in tensors])
         if isinstance(y, backend.np.generic):  # NumPy reductions return scalars: keep arrays
             y = backend.np.asarray(y)
-        out = Tensor(y, _raw=True)
+        out = _as_tensor(y)
         if _grad_enabled:
             needs = tuple([t.requires_grad for t in tensors])
             if True in needs:
                 out.requires_grad = True
-                out._ctx = self
+                out.grad_fn = self
                 self.inputs = tensors
                 self.needs_grad = needs
         return out
@@ -89,13 +89,14 @@ class Function:
 
 
 _Tensor = None  # tinyllm.tensor.Tensor, bound on first use: tensor.py imports this module
+_as_tensor = None
 
 
 def _load_tensor():
-    global _Tensor
-    from tinyllm.tensor import Tensor
+    global _Tensor, _as_tensor
+    from tinyllm.tensor import Tensor, as_tensor
 
-    _Tensor = Tensor
+    _Tensor, _as_tensor = Tensor, as_tensor
     return Tensor
 
 
@@ -134,8 +135,8 @@ def topological_order(root) -> list:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
-            for parent in node._ctx.inputs:
+        if node.grad_fn is not None:
+            for parent in node.grad_fn.inputs:
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     # END SOLUTION
@@ -172,7 +173,7 @@ def run_backward(root, seed) -> None:
     grads, owned = {id(root): seed}, set()
     for node in reversed(order):
         g = grads.pop(id(node), None)
-        ctx = node._ctx
+        ctx = node.grad_fn
         if ctx is None:  # a leaf: keep its gradient
             if g is not None:
                 _accumulate_leaf(node, g)
@@ -194,7 +195,7 @@ def run_backward(root, seed) -> None:
                     # scalars, on which a later `+=` would rebind instead of adding in place
                     grads[id(parent)] = backend.np.asarray(grads[id(parent)])
         ctx.inputs = None  # free the graph as we go
-        node._ctx = _FREED
+        node.grad_fn = _FREED
 
 
 def _accumulate_leaf(t, g) -> None:

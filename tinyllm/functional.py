@@ -15,7 +15,7 @@ import math
 from tinyllm import backend, ops
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = [
     "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
@@ -297,7 +297,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
                          f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
     x = logits if isinstance(logits, Tensor) else Tensor(logits)
-    out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
+    out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), as_tensor(t))
     return out.reshape(lshape[:-1]) if reduction == "none" else out
 
 

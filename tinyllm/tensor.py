@@ -1,4 +1,5 @@
-"""``Tensor``: an array (``.data``) plus what autograd needs (``.grad``, ``.requires_grad``, ``._ctx``).
+"""``Tensor``: an array (``.data``) plus what autograd needs (``.grad``, ``.requires_grad``,
+``.grad_fn``).
 
     x = tl.tensor([[1.0, 2.0]], requires_grad=True)
     y = (x * x).sum()
@@ -15,17 +16,15 @@ from tinyllm.backend import np
 
 
 class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retain_grad", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_retain_grad", "__weakref__")
     __array_priority__ = 1000  # numpy_array * tensor calls Tensor.__rmul__
 
-    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None, _raw=False):
-        if not _raw:
-            if isinstance(data, Tensor):
-                data = data.data
-            data = backend.as_array(data, dtype=dtype, device=device)
-        self.data = data
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = backend.as_array(data, dtype=dtype, device=device)
         self.grad = None
-        self._ctx = None
+        self.grad_fn = None
         self._retain_grad = False
         self.requires_grad = False
         if requires_grad:
@@ -54,7 +53,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._ctx is None
+        return self.grad_fn is None
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
         if flag and not backend.is_float(self.data.dtype):
@@ -104,7 +103,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph (no gradient flows through it)."""
-        return Tensor(self.data, _raw=True)
+        return as_tensor(self.data)
 
     def to(self, device=None, dtype=None) -> Tensor:
         """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype``.
@@ -113,7 +112,7 @@ class Tensor:
         ``Module.to`` before building the graph, not in the middle of it)."""
         out = self
         if device is not None and backend.get_device(self.data) != device:
-            out = Tensor(backend.to_device(self.data, device), _raw=True)
+            out = as_tensor(backend.to_device(self.data, device))
             out.requires_grad = self.requires_grad
         if dtype is not None and np.dtype(dtype) != out.dtype:
             out = ops.Cast(np.dtype(dtype))(out)
@@ -203,7 +202,7 @@ class Tensor:
     # comparisons give boolean tensors that carry no gradient (masks)
     def _compare(self, other, fn):
         o = other.data if isinstance(other, Tensor) else other
-        return Tensor(fn(self.data, o), _raw=True)
+        return as_tensor(fn(self.data, o))
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -261,7 +260,7 @@ class Tensor:
         return sq / max(n - correction, 1)
 
     def argmax(self, axis=None):
-        return Tensor(self.data.argmax(axis=axis), _raw=True)
+        return as_tensor(self.data.argmax(axis=axis))
 
     # ------------------------------------------------------------------ shapes
     def reshape(self, *shape):
@@ -324,7 +323,21 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     """
     if isinstance(data, Tensor):
         data = data.data
-    return Tensor(backend.as_array(data, dtype=dtype, device=device), requires_grad=requires_grad, _raw=True)
+    t = as_tensor(backend.as_array(data, dtype=dtype, device=device))
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``data`` as a tensor, sharing memory when it can (``torch.as_tensor``): a backend array
+    of the asked dtype and device is wrapped as it is, without a copy."""
+    if isinstance(data, Tensor):
+        return data if dtype is None and device is None else data.to(device, dtype)
+    if dtype is not None or device is not None or not (isinstance(data, np.ndarray)
+                                                       or backend.get_device(data) == "cuda"):
+        data = backend.as_array(data, dtype=dtype, device=device)
+    t = Tensor.__new__(Tensor)
+    t.data, t.grad, t.grad_fn, t._retain_grad, t.requires_grad = data, None, None, False, False
+    return t
 
 
 def as_tensor_like(x, like: Tensor | None) -> Tensor:
@@ -334,9 +347,9 @@ def as_tensor_like(x, like: Tensor | None) -> Tensor:
     """
     if like is not None and isinstance(x, (int, float)) and backend.is_float(like.dtype):
         xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype), _raw=True)
+        return as_tensor(xp.asarray(x, dtype=like.dtype))
     device = like.device if like is not None else None
-    return Tensor(backend.as_array(x, device=device), _raw=True)
+    return as_tensor(backend.as_array(x, device=device))
 
 
 def zeros(*shape, dtype="float32", requires_grad=False, device=None) -> Tensor:
