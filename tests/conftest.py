@@ -3,6 +3,7 @@
 * ``rng``: a seeded NumPy generator; the seed is fresh each run unless TINYLLM_TEST_SEED is set,
   and it is printed so that a failure can be replayed (``TINYLLM_TEST_SEED=<seed> pytest ...``).
 * ``device``: 'cpu', or 'cuda' when TINYLLM_TEST_DEVICE=cuda (skips without CuPy and a GPU).
+* every test marked ``exercise`` runs with ``tl.fast_paths(False)`` (it grades the plain forms).
 """
 
 import os
@@ -31,6 +32,18 @@ def device():
         except RuntimeError as e:
             pytest.skip(str(e))
     return dev
+
+
+@pytest.fixture(autouse=True)
+def _exercises_grade_the_plain_forms(request):
+    """Exercise tests run the lesson's plain forward/backward, never a Function's fast path."""
+    if request.node.get_closest_marker("exercise") is None:
+        yield
+        return
+    import tinyllm as tl
+
+    with tl.fast_paths(False):
+        yield
 
 
 def pytest_report_header(config):

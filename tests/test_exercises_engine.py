@@ -303,7 +303,7 @@ def test_03_3_reshape_and_transpose_backward(rng):
     perm = tuple(int(p) for p in rng.permutation(len(shape)))
     for axes in (perm, None, (1, 0) + tuple(range(2, len(shape)))):
         x = tl.tensor(x0, requires_grad=True)
-        y = x.transpose(*axes) if axes else x.T
+        y = x.permute(*axes) if axes else x.T
         w = rng.standard_normal(y.shape)
         y.backward(w)
         want = np.transpose(w, np.argsort(axes)) if axes else w.T

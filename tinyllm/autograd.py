@@ -8,9 +8,24 @@ Every differentiable operation is a small ``Function`` subclass with two methods
   (``None`` for an input that needs no gradient; ``self.needs_grad[i]`` says which do).
 
 Calling a Function on tensors runs ``forward`` and, when gradients are wanted, records the
-Function as the output's ``grad_fn`` (its creator) together with its input tensors: that chain of
-creators is the computational graph. ``backward`` walks it from the output in reverse
-topological order, applying the chain rule one Function at a time.
+Function as the output's ``grad_fn`` (its creator) together with its input tensors
+(``fn.inputs``): that chain of creators is the computational graph. ``backward`` walks it from
+the output in reverse topological order, applying the chain rule one Function at a time.
+
+This module never imports the ``Tensor`` class (``tinyllm.tensor`` imports this one, and the
+Functions of ``ops`` below it). It needs only this small protocol of a graph node, which
+``Tensor`` implements by subclassing ``Node``:
+
+* ``node.data``: the backend array; ``node.requires_grad``: whether gradients flow to it;
+* ``node.grad_fn``: the Function that made it (``None`` for a leaf); ``node.grad``: where a
+  leaf (or a node with ``_retain_grad``) accumulates its gradient;
+* ``node._new(array)``: a new node holding ``array`` (no copy, no graph), for outputs;
+* ``node._new_constant(value)``: a number or array as a constant node beside this one.
+
+Fast paths: a Function may also define ``fast_forward`` (and ``fast_backward``), a tuned form of
+the same computation. The plain ``forward``/``backward`` are what the lessons derive and what
+the exercise tests grade; the fast ones run only while ``backend.fast_paths_enabled()``
+(``tl.fast_paths(False)`` switches them off) and are gradient-checked against the plain ones.
 """
 
 from __future__ import annotations
@@ -50,11 +65,19 @@ def enable_grad():
         _grad_enabled = previous
 
 
+class Node:
+    """A node of the graph: what autograd needs of a tensor (see the module docstring)."""
+
+    __slots__ = ()
+
+
 class Function:
     """Base class of every differentiable operation (see the module docstring)."""
 
     inputs: tuple = ()
     needs_grad: tuple = ()
+    fast_forward = None  # optional tuned forms, used while backend.fast_paths_enabled()
+    fast_backward = None
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -63,18 +86,22 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        Tensor = _Tensor or _load_tensor()
         tensors = inputs
         for t in inputs:
-            if not isinstance(t, Tensor):  # a constant (0.5, an array): wrap them all
-                tensors = _wrap_constants(inputs, Tensor)
+            if not isinstance(t, Node):  # a constant (0.5, an array): wrap it beside a tensor
+                tensors = _wrap_constants(self, inputs)
                 break
-        if backend._cupy is not None:
+        if backend.cupy_loaded():
             _check_same_device(self, tensors)
-        y = self.forward(*[t.data for t in tensors])
+        forward = self.forward
+        if self.fast_forward is not None and backend.fast_paths_enabled():
+            forward = self.fast_forward
+            if self.fast_backward is not None:
+                self.backward = self.fast_backward  # the backward that matches what was saved
+        y = forward(*[t.data for t in tensors])
         if isinstance(y, backend.np.generic):  # NumPy reductions return scalars: keep arrays
             y = backend.np.asarray(y)
-        out = _as_tensor(y)
+        out = tensors[0]._new(y)
         if _grad_enabled:
             needs = tuple([t.requires_grad for t in tensors])
             if True in needs:
@@ -88,23 +115,13 @@ class Function:
         return f"<{type(self).__name__}>"
 
 
-_Tensor = None  # tinyllm.tensor.Tensor, bound on first use: tensor.py imports this module
-_as_tensor = None
-
-
-def _load_tensor():
-    global _Tensor, _as_tensor
-    from tinyllm.tensor import Tensor, as_tensor
-
-    _Tensor, _as_tensor = Tensor, as_tensor
-    return Tensor
-
-
-def _wrap_constants(inputs, Tensor) -> list:
-    from tinyllm.tensor import as_tensor_like
-
-    first = next((t for t in inputs if isinstance(t, Tensor)), None)
-    return [t if isinstance(t, Tensor) else as_tensor_like(t, first) for t in inputs]
+def _wrap_constants(fn, inputs) -> list:
+    like = next((t for t in inputs if isinstance(t, Node)), None)
+    if like is None:
+        kinds = ", ".join(type(t).__name__ for t in inputs)
+        raise TypeError(f"{type(fn).__name__} needs at least one tensor among its inputs, got "
+                        f"({kinds}); make one with tl.tensor(...)")
+    return [t if isinstance(t, Node) else like._new_constant(t) for t in inputs]
 
 
 def _check_same_device(fn, tensors) -> None:
@@ -167,34 +184,38 @@ def run_backward(root, seed) -> None:
     Leaves (tensors made by the user, such as parameters) accumulate into ``.grad`` across calls;
     intermediate gradients live only while needed. Each Function's references to its inputs and
     saved arrays are dropped as soon as it has run, so the graph's memory is freed during the
-    walk and a second ``backward`` through the same graph is an error.
+    walk and a second ``backward`` through the same graph is an error. A gradient takes the
+    dtype of the tensor it flows to (a float32 leaf used in a float64 expression gets a float32
+    gradient, as in PyTorch).
     """
     order = topological_order(root)
     grads, owned = {id(root): seed}, set()
     for node in reversed(order):
         g = grads.pop(id(node), None)
-        ctx = node.grad_fn
-        if ctx is None:  # a leaf: keep its gradient
+        fn = node.grad_fn
+        if fn is None:  # a leaf: keep its gradient
             if g is not None:
                 _accumulate_leaf(node, g)
             continue
         if node._retain_grad and g is not None:
             _accumulate_leaf(node, g)
-        if ctx is _FREED:
+        if fn is _FREED:
             raise RuntimeError(
                 "backward() reached a part of the graph that an earlier backward() already "
                 "freed; run the forward pass again before calling backward() a second time"
             )
         if g is None:
             continue
-        input_grads = ctx.backward(g)
-        for parent, gp in zip(ctx.inputs, input_grads):
+        input_grads = fn.backward(g)
+        for parent, gp in zip(fn.inputs, input_grads):
             if gp is not None and parent.requires_grad:
+                if gp.dtype != parent.data.dtype:  # the graph promoted (float32 * float64)
+                    gp = gp.astype(parent.data.dtype)
                 accumulate(grads, owned, id(parent), gp)
                 if isinstance(grads[id(parent)], backend.np.generic):  # 0-d math gives NumPy
                     # scalars, on which a later `+=` would rebind instead of adding in place
                     grads[id(parent)] = backend.np.asarray(grads[id(parent)])
-        ctx.inputs = None  # free the graph as we go
+        fn.inputs = None  # free the graph as we go
         node.grad_fn = _FREED
 
 

@@ -184,6 +184,9 @@ COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
 
 
 def main(argv=None) -> int:
+    from tinyllm.backend import tune_malloc
+
+    tune_malloc()  # glibc keeps freed activations (TINYLLM_MALLOPT=0: off)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATES:
         return _delegate(argv[0], argv[1:])

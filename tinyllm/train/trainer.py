@@ -303,6 +303,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     finite, ``TrainingInterrupted`` after Ctrl-C (a checkpoint is saved first)."""
     from tinyllm.train.step import train_step
 
+    backend.tune_malloc()  # keep freed activations in the heap (TINYLLM_MALLOPT=0: off)
     run = _prepare(cfg, resume, overrides, out)
     cfg, task, opt, model = run.cfg, run.task, run.opt, run.task.model
     progress = Progress(cfg.max_iters, run.step, mode or choose_mode(quiet), cfg.log_interval)
