@@ -426,3 +426,26 @@ def test_fast_paths_switch():
             assert backend.fast_paths_enabled()
         assert not backend.fast_paths_enabled()
     assert backend.fast_paths_enabled() == start
+
+
+def test_a_function_with_a_fast_path_is_freed_by_backward_without_the_cycle_collector(rng):
+    """Nothing may keep a Function alive once backward has used it (its saved arrays are the
+    activations); reference counting alone must free it, for fast and plain paths alike."""
+    for fast in (True, False):
+        q = tl.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+        with tl.fast_paths(fast):
+            out = F.scaled_dot_product_attention(q, q, q)
+        ref = weakref.ref(out.grad_fn)
+        gc.disable()
+        try:
+            out.sum().backward()
+            assert ref() is None, f"fast={fast}: the attention Function outlived backward"
+        finally:
+            gc.enable()
+
+
+def test_a_function_needs_a_tensor_among_its_inputs():
+    from tinyllm import ops
+
+    with pytest.raises(TypeError, match="Exp needs at least one tensor"):
+        ops.Exp()(np.array([1.0]))

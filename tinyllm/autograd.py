@@ -78,6 +78,7 @@ class Function:
     needs_grad: tuple = ()
     fast_forward = None  # optional tuned forms, used while backend.fast_paths_enabled()
     fast_backward = None
+    ran_fast = False  # whether __call__ chose fast_forward (backward then uses fast_backward)
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -95,9 +96,7 @@ class Function:
             _check_same_device(self, tensors)
         forward = self.forward
         if self.fast_forward is not None and backend.fast_paths_enabled():
-            forward = self.fast_forward
-            if self.fast_backward is not None:
-                self.backward = self.fast_backward  # the backward that matches what was saved
+            forward, self.ran_fast = self.fast_forward, True
         y = forward(*[t.data for t in tensors])
         if isinstance(y, backend.np.generic):  # NumPy reductions return scalars: keep arrays
             y = backend.np.asarray(y)
@@ -206,7 +205,10 @@ def run_backward(root, seed) -> None:
             )
         if g is None:
             continue
-        input_grads = fn.backward(g)
+        if fn.ran_fast and fn.fast_backward is not None:
+            input_grads = fn.fast_backward(g)
+        else:
+            input_grads = fn.backward(g)
         for parent, gp in zip(fn.inputs, input_grads):
             if gp is not None and parent.requires_grad:
                 if gp.dtype != parent.data.dtype:  # the graph promoted (float32 * float64)
