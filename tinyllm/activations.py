@@ -114,6 +114,41 @@ class GELU(Function):
         pdf = get_array_module(x).exp(-0.5 * x * x) * _INV_SQRT_2PI
         return (gy * (self.cdf + x * pdf),)
 
+    def fast_forward(self, x):
+        """The tanh form in place: two (B, T, 4C) buffers instead of eight temporaries."""
+        if self.approximate != "tanh" or x.ndim == 0:
+            return self.forward(x)
+        xp = get_array_module(x)
+        self.x = x
+        t = x * x
+        t *= 0.044715
+        t += 1
+        t *= x
+        t *= _SQRT_2_OVER_PI
+        self.t = xp.tanh(t, out=t)
+        y = t + 1
+        y *= x
+        y *= 0.5
+        return y
+
+    def fast_backward(self, gy):
+        if self.approximate != "tanh" or gy.ndim == 0:
+            return self.backward(gy)
+        x, t = self.x, self.t
+        xp = get_array_module(x)
+        d = x * x  # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), then the whole derivative
+        d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+        d += _SQRT_2_OVER_PI
+        one_minus_t2 = t * t
+        xp.subtract(1, one_minus_t2, out=one_minus_t2)
+        d *= one_minus_t2
+        d *= x
+        d += t
+        d += 1
+        d *= 0.5
+        d *= gy
+        return (d,)
+
 
 def gelu(x, approximate: str = "none"):
     """Gaussian error linear unit; ``approximate`` is ``"none"`` (exact, erf) or ``"tanh"``."""

@@ -242,6 +242,26 @@ class LayerNorm(Function):
         self.xhat, self.rstd, self.w = xhat, rstd, w
         return xhat * w + b
 
+    def fast_forward(self, x, w, b):
+        """The same in fewer passes: the variance as row dot products (einsum, no squared
+        temporary), sums instead of x.mean (whose Python wrapper costs more than the arithmetic
+        when decoding one token at a time), and in place."""
+        xp = get_array_module(x)
+        c = x.shape[-1]
+        mean = x.sum(axis=-1, keepdims=True)
+        mean *= 1 / c
+        xhat = x - mean
+        var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]
+        var *= 1 / c
+        var += self.eps
+        rstd = xp.sqrt(var, out=var)
+        xp.reciprocal(rstd, out=rstd)
+        xhat *= rstd
+        self.xhat, self.rstd, self.w = xhat, rstd, w
+        y = xhat * w
+        y += b
+        return y
+
     def backward(self, gy):
         xhat, rstd, w = self.xhat, self.rstd, self.w
         c = xhat.shape[-1]
