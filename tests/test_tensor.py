@@ -449,3 +449,9 @@ def test_a_function_needs_a_tensor_among_its_inputs():
 
     with pytest.raises(TypeError, match="Exp needs at least one tensor"):
         ops.Exp()(np.array([1.0]))
+
+
+def test_0d_results_hold_arrays_not_numpy_scalars():
+    x = tl.tensor(np.array(2.0))
+    for t in (x > 1, x == 2.0, x.isclose(2.0), tl.tensor(np.arange(3.0)).argmax(), x.sum(), x * 2):
+        assert isinstance(t.data, np.ndarray) and t.shape == (), type(t.data)

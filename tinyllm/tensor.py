@@ -254,7 +254,7 @@ class Tensor(TensorMethods, Node):
             other = other.data
         elif not isinstance(other, (int, float, list, tuple)) and not hasattr(other, "dtype"):
             return NotImplemented
-        return _wrap(fn(self.data, other))
+        return _wrap(backend.get_array_module(self.data).asarray(fn(self.data, other)))  # 0-d: an array
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)

@@ -99,9 +99,13 @@ class TensorMethods:
         return reductions.CumSum(_axis(axis, dim))(self)
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        a = self.data.argmax(axis=_axis(axis, dim))
-        return self._new(a if not _keep(keepdims, keepdim) or axis is None and dim is None
-                         else backend.get_array_module(a).expand_dims(a, _axis(axis, dim)))
+        """Indices of the maxima (in the flattened tensor when axis is None); no gradient."""
+        axis = _axis(axis, dim)
+        xp = backend.get_array_module(self.data)
+        a = xp.asarray(self.data.argmax(axis=axis))
+        if _keep(keepdims, keepdim) and axis is not None:
+            a = xp.expand_dims(a, axis)
+        return self._new(a)
 
     def softmax(self, axis=-1, *, dim=None):
         return functional.softmax(self, _axis(axis, dim))
