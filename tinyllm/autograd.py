@@ -16,7 +16,8 @@ This module never imports the ``Tensor`` class (``tinyllm.tensor`` imports this 
 Functions of ``ops`` below it). It needs only this small protocol of a graph node, which
 ``Tensor`` implements by subclassing ``Node``:
 
-* ``node.data``: the backend array; ``node.requires_grad``: whether gradients flow to it;
+* ``node.data``: the backend array (``node.shape``, ``node.device`` describe it);
+  ``node.requires_grad``: whether gradients flow to it;
 * ``node.grad_fn``: the Function that made it (``None`` for a leaf); ``node.grad``: where a
   leaf (or a node with ``_retain_grad``) accumulates its gradient;
 * ``node._new(array)``: a new node holding ``array`` (no copy, no graph), for outputs;
@@ -131,6 +132,23 @@ def _check_same_device(fn, tensors) -> None:
             f"{type(fn).__name__} got tensors on different devices ({shapes}); "
             "move them to one device first with .to('cpu') or .to('cuda')"
         )
+
+
+def operand_data(x, device: str, what: str):
+    """The backend array of a data operand ``x`` (ids, targets, a mask, an index, the other side
+    of a comparison) of an operation that runs on ``device``.
+
+    tinyllm's one rule for mixing devices, the same as every Function call's: raw data (Python
+    numbers and lists, NumPy or CuPy arrays) is moved to ``device`` (NumPy in at the edges); a
+    tensor must be there already, and one on another device is refused, as in PyTorch.
+    """
+    if isinstance(x, Node):
+        if x.device != device:
+            raise RuntimeError(
+                f"{what} is a tensor on {x.device} (shape {x.shape}) but the operation runs on "
+                f"{device}; move it first with .to({device!r}) (NumPy arrays are moved for you)")
+        return x.data
+    return backend.as_array(x, device=device)
 
 
 def topological_order(root) -> list:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from tinyllm import backend, ops, shape_ops
 from tinyllm.activations import erf, gelu, leaky_relu, silu
 from tinyllm.attention import ScaledDotProductAttention, causal_mask, scaled_dot_product_attention
-from tinyllm.autograd import Function, Node
+from tinyllm.autograd import Function, Node, operand_data
 from tinyllm.backend import get_array_module
 
 __all__ = [
@@ -160,9 +160,9 @@ class CrossEntropy(Function):
             return losses
         if self.reduction == "sum":
             self.scale = 1.0
-        else:
-            count = int(valid.sum())
-            self.scale = 1.0 / count if count else float("nan")
+        else:  # the count stays where the data is (no host copy on a GPU); no rows: NaN
+            count = valid.sum()
+            self.scale = xp.where(count > 0, 1.0 / xp.maximum(count, 1), xp.nan).astype(logits.dtype)
         return (losses.sum() * self.scale).astype(logits.dtype)
 
     def backward(self, gy):
@@ -189,8 +189,9 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     if not isinstance(logits, Node):
         raise TypeError(f"cross_entropy: logits must be a tensor, got {type(logits).__name__} "
                         "(wrap them with tl.tensor)")
-    t = targets.data if isinstance(targets, Node) else backend.as_array(
-        targets, device=getattr(logits, "device", None))  # beside the logits (CuPy too)
+    device, what = logits.device, "cross_entropy's targets"
+    t = (operand_data(targets, device, what) if isinstance(targets, Node)  # host targets are
+         else backend.as_array(targets, device=backend.get_device(targets)))  # checked there
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
@@ -204,6 +205,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         bad = int(counted.max()) if int(counted.max()) >= v else int(counted.min())
         raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
                          f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
+    t = operand_data(t, device, what)  # then moved beside the logits
     out = CrossEntropy(ignore_index, reduction)(logits.reshape(-1, v), t)  # t: a constant
     return out.reshape(lshape[:-1]) if reduction == "none" else out
 
@@ -311,14 +313,16 @@ class Embedding(Function):
 
 def embedding(ids, weight):
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
-    i = ids.data if isinstance(ids, Node) else backend.as_array(ids, device=weight.device)
+    what = "embedding's ids"  # host ids are checked on the host, then moved
+    i = (operand_data(ids, weight.device, what) if isinstance(ids, Node)
+         else backend.as_array(ids, device=backend.get_device(ids)))
     if backend.is_float(i.dtype):
         raise TypeError(f"embedding ids must be integers, got {i.dtype}")
     v = weight.shape[0]
     if i.size and (int(i.min()) < 0 or int(i.max()) >= v):
         bad = int(i.max()) if int(i.max()) >= v else int(i.min())
         raise IndexError(f"token id {bad} is outside the vocabulary [0, {v}) of this embedding")
-    return Embedding(i)(weight)
+    return Embedding(operand_data(i, weight.device, what))(weight)
 
 
 # ---------------------------------------------------------------------------- dropout

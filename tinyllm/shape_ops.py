@@ -10,7 +10,7 @@ gradient per input.
 from __future__ import annotations
 
 from tinyllm import backend
-from tinyllm.autograd import Function, Node
+from tinyllm.autograd import Function, Node, operand_data
 from tinyllm.backend import get_array_module, scatter_add
 from tinyllm.ops import unbroadcast
 
@@ -100,6 +100,17 @@ def index_steps(index) -> list:
     return [tuple(first), tuple(then)]
 
 
+def _index_on(index, device):
+    """The index with its arrays on ``device`` (host index arrays are moved, as every operand;
+    a tensor on another device is refused)."""
+
+    def one(i):
+        basic = i is None or i is Ellipsis or isinstance(i, (int, slice, backend.np.integer))
+        return i if basic else operand_data(i, device, "an index")
+
+    return tuple(one(i) for i in index) if isinstance(index, tuple) else one(index)
+
+
 def _is_basic(index) -> bool:
     """True for indices made of ints, slices, None and Ellipsis only (no arrays or lists)."""
     items = index if isinstance(index, tuple) else (index,)
@@ -110,10 +121,12 @@ class GetItem(Function):
     """x[index] for ints, slices, None, Ellipsis and integer or boolean arrays."""
 
     def __init__(self, index):
-        self.index = unwrap_index(index)
+        self.index = index if backend.cupy_loaded() else unwrap_index(index)
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype
+        if backend.cupy_loaded():
+            self.index = _index_on(self.index, backend.get_device(x))
         try:
             return x[self.index]
         except IndexError as e:
@@ -346,8 +359,9 @@ class Diagonal(Function):
 def where(cond, a, b):
     """``a`` where ``cond`` is True, else ``b`` (``tl.where``); gradients flow to the chosen side
     only. ``cond`` is a boolean array or tensor; a host mask beside GPU data is moved there."""
-    c = cond.data if isinstance(cond, Node) else cond
     like = a if isinstance(a, Node) else b
-    if isinstance(like, Node) and backend.get_device(c) != like.device:
-        c = backend.to_device(backend.as_array(c), like.device)
+    if isinstance(like, Node):  # a host mask is moved beside the data, a host tensor refused
+        c = operand_data(cond, like.device, "where's condition")
+    else:
+        c = cond.data if isinstance(cond, Node) else cond
     return Where(c)(a, b)

@@ -19,7 +19,7 @@ work as dict keys and in sets (and ``t in list`` compares elementwise, as in PyT
 from __future__ import annotations
 
 from tinyllm import backend, elementwise, ops, shape_ops
-from tinyllm.autograd import Node, run_backward
+from tinyllm.autograd import Node, operand_data, run_backward
 from tinyllm.backend import np
 from tinyllm.tensor_methods import TensorMethods, _sizes
 
@@ -169,7 +169,7 @@ class Tensor(TensorMethods, Node):
                 )
             seed = xp.ones(self.shape, dtype=self.dtype)
         else:
-            seed = grad.data if isinstance(grad, Tensor) else backend.as_array(grad, device=self.device)
+            seed = operand_data(grad, self.device, "backward's grad")
             seed = xp.asarray(seed, dtype=self.dtype)
             if seed.shape != self.shape:
                 try:
@@ -250,9 +250,9 @@ class Tensor(TensorMethods, Node):
     # ------------------------------------------------------------------ comparisons
     def _compare(self, other, fn):
         """A boolean tensor, outside the graph; NotImplemented for non-numeric ``other``."""
-        if isinstance(other, Tensor):
-            other = other.data
-        elif not isinstance(other, (int, float, list, tuple)) and not hasattr(other, "dtype"):
+        if isinstance(other, (Tensor, list, tuple)) or hasattr(other, "dtype"):
+            other = operand_data(other, self.device, "the other side of a comparison")
+        elif not isinstance(other, (int, float)):
             return NotImplemented
         return _wrap(backend.get_array_module(self.data).asarray(fn(self.data, other)))  # 0-d: an array
 
@@ -323,9 +323,28 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     """
     if isinstance(data, Tensor):
         data = data.data
+    elif isinstance(data, (list, tuple)) and _holds_arrays(data):
+        data = _stack_nested(data)  # a fresh array
     array = backend.as_array(data, dtype=dtype, device=device)
     t = _wrap(array.copy() if array is data else array)
     return t.requires_grad_(True) if requires_grad else t
+
+
+def _holds_arrays(data) -> bool:
+    """Whether a nested list holds arrays or tensors (its first element is looked at)."""
+    while isinstance(data, (list, tuple)) and data:
+        data = data[0]
+    return hasattr(data, "shape")
+
+
+def _stack_nested(data):
+    """``[a, b]`` of tensors or arrays (say two device scalars) -> one array, stacked on the
+    device of the first array (host parts are moved there, as every operand)."""
+    items = [_stack_nested(d) if isinstance(d, (list, tuple)) else d for d in data]
+    items = [d.data if isinstance(d, Tensor) else d for d in items]
+    device = next(backend.get_device(d) for d in items if hasattr(d, "shape"))
+    items = [backend.as_array(d, device=device) for d in items]
+    return backend.get_array_module(items[0]).stack(items)
 
 
 def as_tensor_like(x, like: Tensor | None) -> Tensor:

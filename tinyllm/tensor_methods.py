@@ -10,7 +10,7 @@ keywords. Reductions take an int, a tuple, or None / () for every axis (PyTorch'
 from __future__ import annotations
 
 from tinyllm import backend, elementwise, functional, ops, reductions, shape_ops
-from tinyllm.autograd import Node
+from tinyllm.autograd import operand_data
 
 
 class TensorMethods:
@@ -208,7 +208,7 @@ class TensorMethods:
 
     def gather(self, axis, index, *, dim=None):
         """out[i][j] = x[index[i][j]][j] along axis 0 (``torch.gather``); index is integer."""
-        idx = index.data if isinstance(index, Node) else backend.as_array(index, device=self.device)
+        idx = operand_data(index, self.device, "gather's index")
         return shape_ops.Gather(axis if dim is None else dim, idx)(self)
 
     def diagonal(self, offset=0, axis1=0, axis2=1, *, dim1=None, dim2=None):
@@ -220,7 +220,7 @@ class TensorMethods:
         tensors; where integers and arrays mix, the integers apply first (see
         ``shape_ops.index_steps``)."""
         out = self
-        for step in shape_ops.index_steps(shape_ops.unwrap_index(index)):
+        for step in shape_ops.index_steps(index):  # GetItem unwraps (and moves) the arrays
             out = shape_ops.GetItem(step)(out)
         return out
 
