@@ -47,7 +47,7 @@ from tinyllm import backend
 from tinyllm.backend import np
 from tinyllm.ids import as_ids, as_mask, check_ids
 from tinyllm.nn.inference import eval_mode
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = ["GenerationMixin", "generate", "beam_search", "top_k_filter", "top_p_filter",
            "sample_next", "check_sampling_args"]
@@ -116,7 +116,7 @@ def _repeat_rows(x, n: int):
     if x is None or n == 1:
         return x
     if isinstance(x, Tensor):
-        return Tensor(_repeat_rows(x.data, n), _raw=True)
+        return as_tensor(_repeat_rows(x.data, n))
     return backend.get_array_module(x).repeat(x, n, axis=0)
 
 

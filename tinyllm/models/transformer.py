@@ -31,7 +31,7 @@ from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList
 from tinyllm.nn.positional import SinusoidalPositionalEncoding
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 
 @dataclass
@@ -188,7 +188,7 @@ class DecoderLayerCache(KVCache):
         super().reorder(index)
         if self.cross is not None:
             index = get_array_module(self.cross[0].data).asarray(index)
-            self.cross = tuple(Tensor(a.data[index], _raw=True) for a in self.cross)
+            self.cross = tuple(as_tensor(a.data[index]) for a in self.cross)
 
 
 class Seq2SeqCache(list):

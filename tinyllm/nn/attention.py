@@ -12,7 +12,7 @@ from tinyllm import functional as F
 from tinyllm.backend import get_array_module
 from tinyllm.nn.layers import Dropout, Linear
 from tinyllm.nn.module import Module
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 
 def split_heads(x, n_head: int):
@@ -67,7 +67,7 @@ class KVCache:
 
         The cached positions are constants (no gradient flows into earlier decoding steps)."""
         ks, vs = self.update(k.data, v.data)
-        return Tensor(ks, _raw=True), Tensor(vs, _raw=True)
+        return as_tensor(ks), as_tensor(vs)
 
     def reorder(self, index) -> None:
         """Keep the batch rows ``index`` (beam search re-ranks its hypotheses every step).
