@@ -29,7 +29,7 @@ TOKENIZERS = ("char", "digits")
 DEVICES = ("cpu", "cuda")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
-                  "device", "sample_chars", "out")
+                  "device", "sample_chars", "out", "grad_accum_steps", "zero_stage")
 
 
 class ConfigError(ValueError):
@@ -61,6 +61,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0              # 0 turns clipping off
+    # several batches, one update (tinyllm.train.data_parallel): under mpiexec batch_size is
+    # each process's; its rows are split into grad_accum_steps micro-batches
+    grad_accum_steps: int = 1
+    zero_stage: int = 0                 # 1: AdamW's state sharded over the processes (ZeRO-1)
     # bookkeeping
     eval_interval: int = 250
     eval_iters: int = 20
@@ -110,7 +114,7 @@ class TrainConfig:
             raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                               f"got {self.device!r}")
         for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval",
-                    "eval_iters", "log_interval"):
+                    "eval_iters", "log_interval", "grad_accum_steps"):
             _positive(key, getattr(self, key))
         for key in ("max_iters", "warmup_iters", "sample_chars"):
             if getattr(self, key) < 0:
@@ -121,6 +125,11 @@ class TrainConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"config keys 'n_embd' ({self.n_embd}) and 'n_head' "
                               f"({self.n_head}): n_embd must be divisible by n_head")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(f"config keys 'batch_size' ({self.batch_size}) and "
+                              f"'grad_accum_steps' ({self.grad_accum_steps}): the batch must "
+                              "split into equal micro-batches")
+        _choice("zero_stage", self.zero_stage, (0, 1))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config key 'dropout' must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -27,6 +27,7 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.train import checkpoint as ckpt
+from tinyllm.train import data_parallel
 from tinyllm.train.config import RESUMABLE_KEYS, ConfigError, TrainConfig, apply_overrides
 from tinyllm.train.logging import Progress, choose_mode, format_seconds
 from tinyllm.train.tasks import Task, build_task
@@ -57,6 +58,7 @@ class TrainResult:
 # ----------------------------------------------------------------------------------- helpers
 def setup_device(device: str) -> str:
     try:
+        data_parallel.use_local_gpu(device)  # data parallel: each rank its own GPU
         backend.set_default_device(device)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(f"config key 'device': {device!r} cannot be used here: {e}") from None
@@ -158,6 +160,8 @@ class Run:
         self.last_loss = state.get("last_loss")
         self.last_ckpt = resumed_from
         self.note = None  # what recover() did to the folder, if anything
+        self.dp = None  # data parallel: the DataParallel step, when a step has several batches
+        self.writer = data_parallel.is_writer()  # data parallel: rank 0 alone writes and prints
         self.t0 = time.perf_counter()
 
     @property
@@ -184,15 +188,19 @@ class Run:
                  "tokens_seen": self.tokens, "elapsed_s": round(self.elapsed, 3),
                  "batch_rng": self.batch_rng.bit_generator.state,
                  "tinyllm_rng": backend.rng().bit_generator.state,
-                 "tokenizer": "tokenizer.json", "config": "config.json"}
-        ckpt.save_checkpoint(self.out, self.step, self.task.model.state_dict(),
-                             self.opt.state_dict(), state, self.model_meta())
+                 "tokenizer": "tokenizer.json", "config": "config.json",
+                 "world_size": 1 if self.dp is None else self.dp.world}
+        opt_state = self.opt.state_dict()  # data parallel: under ZeRO every rank gathers
+        if self.writer:
+            ckpt.save_checkpoint(self.out, self.step, self.task.model.state_dict(), opt_state,
+                                 state, self.model_meta())
         self.last_ckpt = self.step
 
     def evaluate(self, progress: Progress) -> dict:
         cfg = self.cfg
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            rec = {"step": self.step, **estimate_loss(self.task, cfg)}
+            rec = {"step": self.step, **(estimate_loss(self.task, cfg) if self.dp is None
+                                         else self.dp.estimate_loss())}
         if not all(math.isfinite(rec[k]) for k in ("train_loss", "val_loss")):
             raise TrainingDiverged(
                 f"the evaluation loss is not finite at step {self.step} (train "
@@ -205,14 +213,15 @@ class Run:
         self.metrics.append(rec)
         if self.best_val_loss is None or rec["val_loss"] < self.best_val_loss:
             self.best_val_loss, self.best_step = rec["val_loss"], self.step
-        ckpt.atomic_write_text(self.out / "metrics.jsonl",
-                               "".join(json.dumps(r) + "\n" for r in self.metrics))
-        try:
-            from tinyllm.train.plots import plot_losses
+        if self.writer:
+            ckpt.atomic_write_text(self.out / "metrics.jsonl",
+                                   "".join(json.dumps(r) + "\n" for r in self.metrics))
+            try:
+                from tinyllm.train.plots import plot_losses
 
-            plot_losses(self.metrics, self.out / "loss.png", title=cfg.preset or "")
-        except ImportError:  # matplotlib missing: the numbers are in metrics.jsonl
-            pass
+                plot_losses(self.metrics, self.out / "loss.png", title=cfg.preset or "")
+            except ImportError:  # matplotlib missing: the numbers are in metrics.jsonl
+                pass
         extra = "".join(f" | {k} {v:.4f}" for k, v in rec.items()
                         if k not in ("step", "train_loss", "val_loss", "lr", "elapsed_s",
                                      "tokens"))
@@ -232,7 +241,7 @@ def _prepare(cfg: TrainConfig | None, resume, overrides: dict | None, out) -> Ru
 
     if resume is not None:
         resume = Path(resume)
-        note = ckpt.recover(resume)
+        note = data_parallel.on_writer(ckpt.recover, resume)  # the others wait for rank 0
         ck = ckpt.load_checkpoint(resume)
         cfg = TrainConfig.from_dict(ck.config, where=str(resume / "config.json"))
         changed = {k: v for k, v in (overrides or {}).items() if k not in RESUMABLE_KEYS}
@@ -260,7 +269,8 @@ def _prepare(cfg: TrainConfig | None, resume, overrides: dict | None, out) -> Ru
         batch_rng = np.random.default_rng(cfg.seed)
         ckpt.set_rng_state(batch_rng, ck.state["batch_rng"], str(resume / "state.json"))
         ckpt.set_rng_state(backend.rng(), ck.state["tinyllm_rng"], str(resume / "state.json"))
-        ckpt.atomic_write_json(resume / "config.json", cfg.to_dict())
+        if data_parallel.is_writer():
+            ckpt.atomic_write_json(resume / "config.json", cfg.to_dict())
         metrics = _read_metrics(resume / "metrics.jsonl", ck.step)
         run = Run(cfg, resume, task, opt, batch_rng, ck.state, metrics, ck.step)
         run.note = note
@@ -268,8 +278,9 @@ def _prepare(cfg: TrainConfig | None, resume, overrides: dict | None, out) -> Ru
 
     cfg = apply_overrides(cfg or TrainConfig(), overrides or {})
     cfg.finalize().validate()
-    out = Path(out or cfg.out or default_out(cfg))
-    if (out / "state.json").exists() or (out / "config.json").exists():
+    out = Path(data_parallel.from_writer(out or cfg.out or default_out(cfg)))  # rank 0's
+    writer = data_parallel.is_writer()
+    if writer and ((out / "state.json").exists() or (out / "config.json").exists()):
         raise ConfigError(f"{out} already holds a run: continue it with --resume {out}, or "
                           "choose another --out folder")
     cfg.out = str(out)
@@ -286,13 +297,15 @@ def _prepare(cfg: TrainConfig | None, resume, overrides: dict | None, out) -> Ru
         else:
             task.model.load_state_dict(init.model)
     opt = task.optimizer()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
-    task.tokenizer.save(out / "tokenizer.json")
-    (out / "tokenizer.json").chmod(0o644)  # Tokenizer.save leaves mkstemp's 0600
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
+        task.tokenizer.save(out / "tokenizer.json")
+        (out / "tokenizer.json").chmod(0o644)  # Tokenizer.save leaves mkstemp's 0600
     return Run(cfg, out, task, opt, np.random.default_rng(cfg.seed), {}, [], None)
 
 
+@data_parallel.stop_all_on_error
 def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = None,
           out=None, quiet: bool = False, mode: str | None = None) -> TrainResult:
     """Train ``cfg`` into a new run folder, or continue the run in ``resume``.
@@ -304,8 +317,10 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     from tinyllm.train.step import train_step
 
     run = _prepare(cfg, resume, overrides, out)
+    dp = run.dp = data_parallel.setup(run)  # None: plain steps in one process
     cfg, task, opt, model = run.cfg, run.task, run.opt, run.task.model
-    progress = Progress(cfg.max_iters, run.step, mode or choose_mode(quiet), cfg.log_interval)
+    progress = Progress(cfg.max_iters, run.step, (mode or choose_mode(quiet)) if run.writer
+                        else "quiet", cfg.log_interval)  # data parallel: rank 0 prints
     if run.note:
         progress.message(f"{run.out}: {run.note}")
     nparams = sum(p.size for p in model.parameters())
@@ -314,6 +329,8 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     progress.message(f"{what}: {type(model).__name__} ({nparams / 1e6:.2f}M parameters), task "
                      f"{task.kind}, corpus {cfg.corpus}, vocabulary {task.tokenizer.vocab_size}, "
                      f"{cfg.max_iters} steps on {cfg.device}")
+    if dp is not None:
+        progress.message(dp.describe())
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     tok_s, t_last, tok_last = 0.0, time.perf_counter(), 0
@@ -323,25 +340,31 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
             if run.step == 0 and run.resumed_from is None and cfg.max_iters > 0:
                 run.evaluate(progress)
             while run.step < cfg.max_iters:
-                if stop.set:
+                if stop.set if dp is None else dp.stop:  # data parallel: any rank's Ctrl-C
                     if run.step != run.last_ckpt:
                         run.save()
                     raise TrainingInterrupted(
                         f"interrupted at step {run.step}; checkpoint saved in {run.out}. "
                         f"Continue with: tinyllm train --resume {run.out}")
                 lr = run.lr(run.step)
-                inputs, ntok = task.batch("train", run.batch_rng)
                 # overflow is checked explicitly (the loss, and the weights before each save)
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    loss = task.loss(to_device(inputs, cfg.device))
-                    value = loss.item()
+                    if dp is None:
+                        inputs, ntok = task.batch("train", run.batch_rng)
+                        loss = task.loss(to_device(inputs, cfg.device))
+                        value = loss.item()
+                    else:  # data parallel: micro-batches' and ranks' gradients, summed
+                        value, ntok = dp.forward_backward(run.batch_rng, run.step, stop.set)
                     if not math.isfinite(value):
                         raise TrainingDiverged(
                             f"the loss became {value} at step {run.step + 1} (the last finite "
                             f"loss was {run.last_loss} at step {run.step}); stopping. "
                             f"{run.kept()}. Lower lr ({cfg.lr}) or check grad_clip "
                             f"({cfg.grad_clip})")
-                    train_step(loss, opt, params, lr, cfg.grad_clip)
+                    if dp is None:
+                        train_step(loss, opt, params, lr, cfg.grad_clip)
+                    else:
+                        dp.update(lr)
                 run.step += 1
                 run.tokens += ntok
                 run.last_loss = value
@@ -362,10 +385,11 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     result = TrainResult(run.out, run.step, run.best_val_loss, run.elapsed, tps, run.metrics)
     best = (f"best val loss {run.best_val_loss:.4f} (step {run.best_step})"
             if run.best_val_loss is not None else "no evaluation")
-    progress.always(f"done: {run.step} steps in {format_seconds(run.elapsed)} "
-                    f"(this session {format_seconds(train_s)}), {best}, {tps:,.0f} tokens/s; "
-                    f"run folder {run.out}")
-    if cfg.sample_chars and task.can_sample and task.kind == "lm":
+    if run.writer:  # data parallel: rank 0 alone prints and samples
+        progress.always(f"done: {run.step} steps in {format_seconds(run.elapsed)} "
+                        f"(this session {format_seconds(train_s)}), {best}, {tps:,.0f} "
+                        f"tokens/s; run folder {run.out}")
+    if run.writer and cfg.sample_chars and task.can_sample and task.kind == "lm":
         text = task.sample(None, cfg.sample_chars, do_sample=True, temperature=0.8, top_k=200,
                            seed=cfg.seed)[0]
         result.samples.append(text)
