@@ -283,3 +283,11 @@ def test_settings_are_checked():
         TrainConfig(zero_stage=2).finalize().validate()
     with pytest.raises(ConfigError, match="grad_accum_steps"):
         TrainConfig(grad_accum_steps=0).finalize().validate()
+
+
+def test_the_bench_child_times_a_world_of_one():
+    from tinyllm.bench.data_parallel import dp_child
+
+    r = dp_child(rows=2, zero=1, rounds=2, quick=True)
+    assert r["world"] == 1 and r["step_s"] > 0 and r["comm_s"] >= 0
+    assert r["grad_bytes"] > 0 and r["opt_bytes"] == [2 * r["grad_bytes"]]  # two moments

@@ -38,6 +38,9 @@ FORBIDDEN = {
     "tinyllm.data": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                      "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.models": ["tinyllm.train", "tinyllm.cli", "tinyllm.bench"],
+    "tinyllm.distributed": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops",
+                            "tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models",
+                            "tinyllm.train"],
 }
 
 
