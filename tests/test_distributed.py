@@ -1,10 +1,13 @@
 """tinyllm.distributed in a world of one, the simulated world, and the data-parallel step in one
-process: gradient accumulation against the one-batch step, ZeRO-1 against plain AdamW.
+process: gradient accumulation against the one-batch step, ZeRO-1 against plain AdamW; the
+collectives on three MPI processes.
 
 The multi-process runs (mpiexec) are in test_distributed_train.py.
 """
 
+import json
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -291,3 +294,42 @@ def test_the_bench_child_times_a_world_of_one():
     r = dp_child(rows=2, zero=1, rounds=2, quick=True)
     assert r["world"] == 1 and r["step_s"] > 0 and r["comm_s"] >= 0
     assert r["grad_bytes"] > 0 and r["opt_bytes"] == [2 * r["grad_bytes"]]  # two moments
+
+
+def test_collectives_on_three_mpi_processes(tmp_path):
+    """Each collective against the same reduction done by hand from every rank's input."""
+    from tinyllm.distributed.launch import mpi_available, run_mpi
+
+    ok, why = mpi_available()
+    if not ok:
+        pytest.skip(f"needs MPI: {why}")
+    script = tmp_path / "collectives.py"
+    script.write_text(textwrap.dedent('''
+        import json
+        import numpy as np
+        from tinyllm import distributed as dist
+        r, n = dist.init()
+        mine = lambda k: np.random.default_rng([k, 7]).standard_normal((6, 2)).astype(np.float32)
+        every = np.stack([mine(k) for k in range(n)])     # what each rank holds, known to all
+        out = {"rank": r, "size": n, "distributed": dist.is_distributed()}
+        x = mine(r)
+        out["sum"] = bool(dist.all_reduce(x) is x and np.allclose(x, every.sum(0), atol=1e-6))
+        x = mine(r)
+        out["mean"] = bool(np.allclose(dist.all_reduce(x, op="mean"), every.mean(0), atol=1e-6))
+        out["max"] = bool(np.array_equal(dist.all_reduce(mine(r), op="max"), every.max(0)))
+        x = mine(r)
+        out["broadcast"] = bool(np.array_equal(dist.broadcast(x, src=2), every[2]))
+        out["all_gather"] = bool(np.array_equal(dist.all_gather(mine(r)), every))
+        block = dist.reduce_scatter(mine(r))
+        out["reduce_scatter"] = bool(np.allclose(block, every.sum(0)[2 * r:2 * r + 2], atol=1e-6))
+        out["object"] = dist.broadcast_object({"from": r}) == {"from": 0}
+        dist.barrier()
+        print(json.dumps(out))
+    '''))
+    proc = run_mpi(3, [script], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert sorted(d["rank"] for d in lines) == [0, 1, 2]
+    for d in lines:
+        wrong = [k for k, v in d.items() if v is False]
+        assert not wrong and d["size"] == 3 and d["distributed"], f"rank {d['rank']}: {wrong}"

@@ -45,7 +45,7 @@ _comm = None            # mpi4py's COMM_WORLD when the world has more than one p
 _MPI = None             # the mpi4py.MPI module then
 _rank, _size, _local = 0, 1, 0
 _started = False
-_nccl = None            # None: not decided yet; False: host copies; else the NCCL communicator
+_nccl_comm = None       # None: not decided yet; False: host copies; else the NCCL communicator
 
 
 class DistributedError(RuntimeError):
@@ -150,38 +150,51 @@ def _check(array, what: str):
     return get_array_module(array)
 
 
-def _mpi_op(op: str):
+def _check_op(what: str, op: str, array) -> None:
     if op not in OPS:
-        raise ValueError(f"op must be one of {list(OPS)}, got {op!r}")
+        raise ValueError(f"{what}: op must be one of {list(OPS)}, got {op!r}")
+    if op == "mean" and array.dtype.kind != "f":
+        raise TypeError(f"{what}(op='mean') needs a float array, got {array.dtype}")
+
+
+def _mpi_op(op: str):
     return {"sum": _MPI.SUM, "mean": _MPI.SUM, "max": _MPI.MAX, "min": _MPI.MIN}[op]
 
 
-def _device_comm(array):
-    """The NCCL communicator for a CuPy array (None: go through the host). Decided once, by all
-    ranks together, at the first collective on a CuPy array: NCCL only if every rank has it."""
-    global _nccl
+def _nccl(array):
+    """``(the nccl module, its communicator)`` when NCCL carries ``array`` (a CuPy array), else
+    None: go through the host. Decided once, by all ranks together, at the first collective on
+    a CuPy array: NCCL only if every rank can use it."""
+    global _nccl_comm
     if get_array_module(array) is np:
         return None
-    if _nccl is None:
-        from tinyllm.distributed import nccl  # noqa: PLC0415
+    from tinyllm.distributed import nccl  # noqa: PLC0415
 
+    if _nccl_comm is None:
         comm, why = nccl.communicator(_comm, _rank, _size)
-        _nccl = comm if comm is not None else False
+        _nccl_comm = comm if comm is not None else False
         if comm is None:
             warnings.warn(f"tinyllm.distributed: NCCL is not usable ({why}); collectives on "
                           "CuPy arrays copy them to the host and use MPI", stacklevel=3)
-    return _nccl or None
+    return (nccl, _nccl_comm) if _nccl_comm else None
 
 
-def _via_host(array, fn):
-    """Run ``fn(host_array)`` (an MPI call in place) on a host copy of a device array, copy back."""
+def _in_place_via_host(array, mpi_call):
+    """``mpi_call(host_array)`` (in place); a device array goes through a host copy and back."""
     if get_array_module(array) is np:
-        fn(array)
+        mpi_call(array)
         return array
     host = np.ascontiguousarray(backend.to_device(array, "cpu"))
-    fn(host)
+    mpi_call(host)
     array[...] = backend.to_device(host, "cuda")
     return array
+
+
+def _new_via_host(array, shape, mpi_call):
+    """``mpi_call(host send, host receive)`` into a new array of ``shape`` on ``array``'s device."""
+    out = np.empty(shape, dtype=array.dtype)
+    mpi_call(np.ascontiguousarray(backend.to_device(array, "cpu")), out)
+    return out if get_array_module(array) is np else backend.to_device(out, "cuda")
 
 
 # ----------------------------------------------------------------------------------- collectives
@@ -190,19 +203,13 @@ def all_reduce(array, op: str = "sum"):
     ``array`` holds the sum (``"mean"``: the sum / world_size, floats only; ``"max"``,
     ``"min"``). Returns ``array``. Every rank must call it with the same shape and dtype."""
     xp = _check(array, "all_reduce")
-    if op not in OPS:
-        raise ValueError(f"all_reduce: op must be one of {list(OPS)}, got {op!r}")
-    if op == "mean" and array.dtype.kind != "f":
-        raise TypeError(f"all_reduce(op='mean') needs a float array, got {array.dtype}")
+    _check_op("all_reduce", op, array)
     if world_size() == 1:
         return array
-    nc = _device_comm(array)
-    if nc is not None:
-        from tinyllm.distributed import nccl  # noqa: PLC0415
-
-        nccl.all_reduce(nc, array, op)
+    if (device := _nccl(array)) is not None:
+        device[0].all_reduce(device[1], array, op)
     else:
-        _via_host(array, lambda a: _comm.Allreduce(_MPI.IN_PLACE, a, op=_mpi_op(op)))
+        _in_place_via_host(array, lambda a: _comm.Allreduce(_MPI.IN_PLACE, a, op=_mpi_op(op)))
     if op == "mean":
         array /= xp.asarray(_size, dtype=array.dtype)
     return array
@@ -215,32 +222,24 @@ def broadcast(array, src: int = 0):
         raise ValueError(f"broadcast: src must be a rank in 0..{world_size() - 1}, got {src}")
     if world_size() == 1:
         return array
-    nc = _device_comm(array)
-    if nc is not None:
-        from tinyllm.distributed import nccl  # noqa: PLC0415
-
-        nccl.broadcast(nc, array, src)
+    if (device := _nccl(array)) is not None:
+        device[0].broadcast(device[1], array, src)
         return array
-    return _via_host(array, lambda a: _comm.Bcast(a, root=src))
+    return _in_place_via_host(array, lambda a: _comm.Bcast(a, root=src))
 
 
 def all_gather(array):
     """Every rank's ``array`` stacked: a **new** array of shape (world_size, *array.shape) whose
     row ``r`` is rank r's. Every rank passes the same shape and dtype."""
     xp = _check(array, "all_gather")
-    out = xp.empty((world_size(),) + tuple(array.shape), dtype=array.dtype)
+    shape = (world_size(),) + tuple(array.shape)
     if world_size() == 1:
-        out[0] = array
+        return array.copy().reshape(shape)
+    if (device := _nccl(array)) is not None:
+        out = xp.empty(shape, dtype=array.dtype)
+        device[0].all_gather(device[1], array, out)
         return out
-    nc = _device_comm(array)
-    if nc is not None:
-        from tinyllm.distributed import nccl  # noqa: PLC0415
-
-        nccl.all_gather(nc, array, out)
-        return out
-    host_out = np.empty(out.shape, dtype=out.dtype)
-    _comm.Allgather(np.ascontiguousarray(backend.to_device(array, "cpu")), host_out)
-    return host_out if xp is np else backend.to_device(host_out, "cuda")
+    return _new_via_host(array, shape, _comm.Allgather)
 
 
 def reduce_scatter(array, op: str = "sum"):
@@ -248,26 +247,20 @@ def reduce_scatter(array, op: str = "sum"):
     world_size * k) is cut into world_size blocks of k; returns a **new** array of shape
     (k, *rest), block ``rank()`` of the reduction. Half an all-reduce: the ring's first phase."""
     xp = _check(array, "reduce_scatter")
+    _check_op("reduce_scatter", op, array)
     n = world_size()
     if array.ndim == 0 or array.shape[0] % n:
         raise ValueError(f"reduce_scatter: the first axis of shape {tuple(array.shape)} must "
                          f"divide into {n} equal blocks (pad it)")
-    if op not in OPS or (op == "mean" and array.dtype.kind != "f"):
-        raise ValueError(f"reduce_scatter: op must be one of {list(OPS)} ('mean' on floats), "
-                         f"got {op!r}")
     if n == 1:
         return array.copy()
-    out = xp.empty((array.shape[0] // n,) + tuple(array.shape[1:]), dtype=array.dtype)
-    nc = _device_comm(array)
-    if nc is not None:
-        from tinyllm.distributed import nccl  # noqa: PLC0415
-
-        nccl.reduce_scatter(nc, array, out, op)
+    shape = (array.shape[0] // n,) + tuple(array.shape[1:])
+    if (device := _nccl(array)) is not None:
+        out = xp.empty(shape, dtype=array.dtype)
+        device[0].reduce_scatter(device[1], array, out, op)
     else:
-        host_out = np.empty(out.shape, dtype=out.dtype)
-        _comm.Reduce_scatter_block(np.ascontiguousarray(backend.to_device(array, "cpu")),
-                                   host_out, op=_mpi_op(op))
-        out = host_out if xp is np else backend.to_device(host_out, "cuda")
+        out = _new_via_host(array, shape, lambda a, b: _comm.Reduce_scatter_block(
+            a, b, op=_mpi_op(op)))
     if op == "mean":
         out /= xp.asarray(n, dtype=out.dtype)
     return out
