@@ -174,10 +174,9 @@ class DataParallel:
         buf, extra = self.buffer, self.n_pad
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             buf[lo:hi] = 0 if p.grad is None else p.grad.reshape(-1)
-        buf[extra:extra + 2] = (local_loss, float(stop_requested))
-        buf[extra + 2:-1] = backend.as_array(
-            [0.0 if p.grad is None else 1.0 for p in self.params], dtype=buf.dtype,
-            device=self.cfg.device)
+        extras = [local_loss, float(stop_requested)] + [float(p.grad is not None)
+                                                        for p in self.params]
+        buf[extra:-1] = backend.as_array(np.array(extras, dtype=buf.dtype), device=self.cfg.device)
         t0 = time.perf_counter()
         if self.zero:
             self.shard = dist.reduce_scatter(buf[:extra])      # this rank's block of the sum
