@@ -14,6 +14,7 @@ the run was given: with 2 cores, 2 processes of one thread each against one of t
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -91,6 +92,15 @@ def _collectives(buf, rounds: int) -> dict:
             "ring_bytes_sent": counting.sent // rounds}
 
 
+def _blas_threads():
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+    except ImportError:
+        return os.environ.get("OPENBLAS_NUM_THREADS", "?")
+    blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return blas[0] if blas else "?"
+
+
 def dp_child(rows: int, zero: int, rounds: int, quick: bool) -> dict | None:
     """In each process of a world: time ``rounds`` data-parallel steps of ``rows`` rows per
     rank; rank 0 returns the figures (every rank's optimizer bytes), the others None."""
@@ -118,7 +128,7 @@ def dp_child(rows: int, zero: int, rounds: int, quick: bool) -> dict | None:
             steps.append(time.perf_counter() - t0)
             comm.append(dp.comm_s - c0)
     per_rank = dist.all_gather(np.array([optimizer_state_bytes(dp.opt)], dtype=np.int64))
-    out = {"world": dist.world_size(), "rows": rows, "zero": zero,
+    out = {"world": dist.world_size(), "rows": rows, "zero": zero, "threads": _blas_threads(),
            "step_s": statistics.median(steps), "comm_s": statistics.median(comm),
            "tokens": rows * dist.world_size() * c["block_size"],
            "grad_bytes": dp.n_grad * dp.buffer.itemsize,
@@ -128,7 +138,7 @@ def dp_child(rows: int, zero: int, rounds: int, quick: bool) -> dict | None:
     return out if dist.rank() == 0 else None
 
 
-def _run(n: int, rows: int, zero: int, opts: Options) -> dict:
+def _run(n: int, rows: int, zero: int, opts: Options, threads: int | None = None) -> dict:
     from tinyllm.bench.isolated import _child  # noqa: PLC0415
     from tinyllm.distributed.launch import run_mpi  # noqa: PLC0415
 
@@ -136,7 +146,7 @@ def _run(n: int, rows: int, zero: int, opts: Options) -> dict:
     code = ("import json; from tinyllm.bench.data_parallel import dp_child; "
             f"r = dp_child({rows}, {zero}, {rounds}, {opts.quick!r}); "
             "print(json.dumps(r)) if r else None")
-    threads = max(1, (opts.threads or 1) // n)
+    threads = threads or max(1, (opts.threads or 1) // n)
     if n == 1:
         return _child(code, threads=threads)
     env = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -155,10 +165,11 @@ def suite_data_parallel(opts: Options) -> list:
         t = Table("Data-parallel training step (MPI)", ["result"], [[f"skipped: {why}"]])
         return [t]
     b = (QUICK if opts.quick else BABY)["batch"]
-    runs = {"1 process, batch 12": (1, b, 0), "2 processes x 6 (same batch)": (2, b // 2, 0),
+    runs = {"1 process, batch 12": (1, b, 0), "1 process, batch 12, 1 thread": (1, b, 0, 1),
+            "2 processes x 6 (same batch)": (2, b // 2, 0),
             "2 processes x 12 (twice the batch)": (2, b, 0),
             "2 processes x 6, ZeRO-1": (2, b // 2, 1)}
-    res = {name: _run(*cfg, opts) for name, cfg in runs.items()}
+    res = {name: _run(*cfg[:3], opts, *cfg[3:]) for name, cfg in runs.items()}
     base = res["1 process, batch 12"]
     t = Table("Data-parallel training step of the baby GPT (MPI, this machine)",
               ["setup", "rows a step", "BLAS threads per process", "median step ms",
@@ -166,7 +177,7 @@ def suite_data_parallel(opts: Options) -> list:
     for name, r in res.items():
         tps = r["tokens"] / r["step_s"]
         t.rows.append([name, r["tokens"] // (QUICK if opts.quick else BABY)["block_size"],
-                       max(1, (opts.threads or 1) // r["world"]), f"{r['step_s'] * 1e3:.1f}",
+                       r["threads"], f"{r['step_s'] * 1e3:.1f}",
                        f"{r['comm_s'] * 1e3:.2f}", f"{tps:,.0f}",
                        f"{tps / (base['tokens'] / base['step_s']):.2f}x"])
     t.notes += ["each row in fresh processes; the trainer's DataParallel step (draw the global "
