@@ -140,10 +140,11 @@ def test_18_3_ring_all_reduce_on_real_mpi_matches_allreduce(tmp_path):
         "    want = x.copy()\n    comm.Allreduce(MPI.IN_PLACE, want, op=MPI.SUM)\n"
         "    got = ring_all_reduce(comm, x.copy())\n"
         "    out.append(float(np.abs(got - want).max() / (np.abs(want).max() + 1e-30)))\n"
-        "print(json.dumps({'rank': r, 'errors': out}))\n")
+        "every = comm.gather({'rank': r, 'errors': out})\n"   # one printer: lines never interleave
+        "if r == 0:\n    print(json.dumps(every))\n")
     proc = run_mpi(3, [script], timeout=120)
     assert proc.returncode == 0, f"mpiexec -n 3 failed:\n{proc.stderr[-3000:]}"
-    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    [lines] = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("[")]
     assert sorted(d["rank"] for d in lines) == [0, 1, 2]
     for d in lines:
         assert max(d["errors"]) < 1e-5, (
