@@ -241,7 +241,6 @@ def _np_mlm_head(head, hidden, emb, eps):
     return h @ emb.T + head.bias.numpy()
 
 
-@pytest.mark.exercise("11.2")
 def test_mlm_head_matches_numpy(rng):
     for _ in range(3):
         h, v = int(rng.integers(2, 9)), int(rng.integers(3, 20))
@@ -260,7 +259,6 @@ def test_mlm_head_matches_numpy(rng):
         assert np.allclose(got.numpy(), want, atol=1e-4), np.abs(got.numpy() - want).max()
 
 
-@pytest.mark.exercise("11.2")
 def test_mlm_head_fixed_example():
     cfg = tiny_config(vocab_size=3, hidden_size=2, num_attention_heads=1, layer_norm_eps=1e-12)
     head = MLMHead(cfg)
@@ -273,7 +271,6 @@ def test_mlm_head_fixed_example():
     assert np.allclose(out, [[[1.0, 0.0, -1.0]]], atol=1e-5)
 
 
-@pytest.mark.exercise("11.2")
 def test_pretraining_loss_matches_numpy(rng):
     b, t, v = int(rng.integers(1, 5)), int(rng.integers(2, 7)), int(rng.integers(2, 15))
     logits = rng.normal(0, 2, (b, t, v)).astype(np.float32)
@@ -296,7 +293,6 @@ def test_pretraining_loss_matches_numpy(rng):
     assert np.isclose(pretraining_loss(u, np.array([[1, -100, 3]])).item(), math.log(4))
 
 
-@pytest.mark.exercise("11.2")
 def test_bert_for_pretraining_output_and_loss(rng):
     cfg = tiny_config()
     model = BertForPreTraining(cfg).eval()

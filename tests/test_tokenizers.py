@@ -75,7 +75,6 @@ def _naive_train(words, freqs, num_merges, first_id=256):
     return merges
 
 
-@pytest.mark.exercise("05.2")
 def test_merge_word_fixed():
     assert merge_word((1, 2, 2, 2), (2, 2), 9) == (1, 9, 2)
     assert merge_word((2, 2, 2, 2), (2, 2), 9) == (9, 9)
@@ -84,7 +83,6 @@ def test_merge_word_fixed():
     assert merge_word((), (1, 2), 7) == ()
 
 
-@pytest.mark.exercise("05.2")
 def test_merge_word_random(rng):
     for _ in range(300):
         word = tuple(rng.integers(0, 4, size=int(rng.integers(0, 15))).tolist())
@@ -93,7 +91,6 @@ def test_merge_word_random(rng):
         assert merge_word(word, pair, new_id) == _ref_merge(word, pair, new_id), (word, pair)
 
 
-@pytest.mark.exercise("05.1")
 def test_merge_loop_wikipedia_example():
     # "aaabdaaabac": aa -> Z(256), ab -> Y(257), ZY -> X(258)  (ties go to the smallest pair)
     words = [tuple(b"aaabdaaabac")]
@@ -103,7 +100,6 @@ def test_merge_loop_wikipedia_example():
     assert bpe_merge_loop([tuple(b"ab")], [1], 5) == [(97, 98)]  # stops when no pair is left
 
 
-@pytest.mark.exercise("05.1")
 def test_merge_loop_matches_full_recount(rng):
     for _ in range(20):
         n = int(rng.integers(1, 30))
@@ -121,7 +117,6 @@ def test_merge_loop_matches_full_recount(rng):
             assert g == w
 
 
-@pytest.mark.exercise("05.1")
 def test_train_bpe_on_shakespeare_matches_naive(shakespeare):
     text = shakespeare[:20_000]
     counter = Counter(pretokenize(text))

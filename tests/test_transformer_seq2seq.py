@@ -85,7 +85,6 @@ def masks_reference(src, tgt, pad):
     return sm, tm
 
 
-@pytest.mark.exercise("12.2")
 def test_make_masks_fixed_example():
     src = np.array([[5, 6, 7], [5, 0, 0]])
     tgt = np.array([[1, 8, 9], [1, 8, 0]])
@@ -97,7 +96,6 @@ def test_make_masks_fixed_example():
     assert tm[1, 0].tolist() == [[True, False, False], [True, True, False], [True, True, False]]
 
 
-@pytest.mark.exercise("12.2")
 def test_make_masks_random(rng):
     for _ in range(5):
         b, s, t = (int(n) for n in rng.integers(1, 7, size=3))
@@ -148,14 +146,12 @@ def _check_cross(rng, b, t, s, h, d, mask):
     np.testing.assert_allclose(y2.numpy(), want, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.exercise("12.1")
 def test_cross_attention_fixed_example():
     rng = np.random.default_rng(0)
     mask = np.array([True, True, False, True])[None, None, None, :].repeat(2, 0)
     _check_cross(rng, b=2, t=3, s=4, h=2, d=4, mask=mask)
 
 
-@pytest.mark.exercise("12.1")
 def test_cross_attention_random(rng):
     for _ in range(4):
         b, t, s, d = (int(n) for n in rng.integers(1, 6, size=4))
@@ -165,7 +161,6 @@ def test_cross_attention_random(rng):
         _check_cross(rng, b, t, s, h, d, mask)
 
 
-@pytest.mark.exercise("12.1")
 def test_cross_attention_gradients_reach_decoder_and_encoder(rng):
     tl.manual_seed(1)
     attn = CrossAttention(4, 2).double()

@@ -97,7 +97,6 @@ def test_basic_tokenize_hand_examples():
 VOCAB = {"un", "##aff", "##able", "a", "##a", "##b", "b", "ab", "##ab", "##abc"}
 
 
-@pytest.mark.exercise("05.3")
 def test_wordpiece_split_fixed_examples():
     assert wordpiece_split("unaffable", VOCAB) == ["un", "##aff", "##able"]
     assert wordpiece_split("unx", VOCAB) == ["[UNK]"]
@@ -124,7 +123,6 @@ def _reference_split(word, vocab, max_chars=100):
     return out
 
 
-@pytest.mark.exercise("05.3")
 def test_wordpiece_split_random(rng):
     alphabet = list("abcd")
     for _ in range(200):
@@ -138,7 +136,6 @@ def test_wordpiece_split_random(rng):
             _reference_split(word, vocab, max_chars), (word, sorted(vocab))
 
 
-@pytest.mark.exercise("05.3")
 def test_wordpiece_split_real_vocab(tok):
     case = next(c for c in EXPECTED["cases"] if c["text"].startswith("unaffable"))
     words = basic_tokenize(case["text"])

@@ -126,12 +126,16 @@ class LMTask(Task):
 
     def build_model(self):
         from tinyllm.models.gpt import GPT, GPTConfig
+        from tinyllm.models.llama import Llama, LlamaConfig
 
         c = self.cfg
         kwargs = dict(vocab_size=self.tokenizer.vocab_size, block_size=c.block_size,
                       n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, dropout=c.dropout)
         kwargs.update(c.model_args)
-        return GPT(GPTConfig(**kwargs))
+        arch = kwargs.pop("arch", "gpt")  # model_args.arch picks the decoder
+        if arch not in ("gpt", "llama"):
+            raise ConfigError(f"config key 'model_args.arch' must be 'gpt' or 'llama', got {arch!r}")
+        return Llama(LlamaConfig(**kwargs)) if arch == "llama" else GPT(GPTConfig(**kwargs))
 
     def batch(self, split, rng):
         from tinyllm.data import get_batch
