@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from exercise_asserts import assert_close, assert_equal, fail
 
 from tinyllm.distributed.ring import ring_all_gather, ring_chunks, ring_reduce_scatter
 from tinyllm.distributed.simulated import run_world
@@ -29,20 +30,19 @@ def test_18_1_each_rank_gets_its_consecutive_rows_in_micro_batches(rng):
                   "mask": rng.standard_normal((b, t, 2)).astype(np.float32)}
         ids = np.arange(b).reshape(n, k, m)  # rank r's micro-batch j holds rows ids[r, j]
         for r in range(n):
+            case = f"shard_batch of {b} rows, rank {r} of {n}, {k} micro-batches"
             got = shard_batch(inputs, r, n, k)
-            assert isinstance(got, list) and len(got) == k, (
-                f"{b} rows, rank {r} of {n}, {k} micro-batches: expected a list of {k} dicts, "
-                f"got {type(got).__name__} of length {len(got) if hasattr(got, '__len__') else '?'}")
+            if not isinstance(got, list) or len(got) != k:
+                fail(case, f"expected a list of {k} dicts, got {type(got).__name__} "
+                           f"{got if not isinstance(got, list) else f'of length {len(got)}'}", rng)
             for j, micro in enumerate(got):
-                assert set(micro) == set(inputs), f"micro-batch {j} has keys {sorted(micro)}"
-                want = ids[r, j]
-                assert np.array_equal(micro["row"], want), (
-                    f"{b} rows, rank {r} of {n}, micro-batch {j} of {k}: expected rows "
-                    f"{want.tolist()}, got {np.asarray(micro['row']).tolist()} (rank r keeps "
-                    "the consecutive rows [r B/N, (r+1) B/N), cut in order)")
+                assert_equal(f"{case}: the names in micro-batch {j}", sorted(micro),
+                             sorted(inputs), rng)
+                want = ids[r, j]  # rank r keeps the consecutive rows [r B/N, (r+1) B/N), in order
+                assert_equal(f"{case}: the rows of micro-batch {j}", micro["row"], want, rng)
                 for key in ("idx", "mask"):
-                    assert np.array_equal(micro[key], inputs[key][want]), (
-                        f"rank {r}, micro-batch {j}: {key!r} is not sliced like the rows")
+                    assert_equal(f"{case}: {key!r} of micro-batch {j} (sliced like the rows)",
+                                 micro[key], inputs[key][want], rng)
 
 
 @pytest.mark.exercise("18.1")
@@ -51,9 +51,8 @@ def test_18_1_the_shards_of_every_rank_cover_the_batch_once(rng):
     b = n * k * int(rng.integers(1, 4))
     rows = np.concatenate([m["x"] for r in range(n)
                            for m in shard_batch({"x": np.arange(b)}, r, n, k)])
-    assert np.array_equal(rows, np.arange(b)), (
-        f"ranks 0..{n - 1} in order, micro-batches in order, should list every row once in "
-        f"order: got {rows.tolist()}")
+    assert_equal(f"the rows of ranks 0..{n - 1} and their {k} micro-batches, in order (each row "
+                 "once)", rows, np.arange(b), rng)
 
 
 # ----------------------------------------------------------------------------- the ring
@@ -77,22 +76,22 @@ def test_18_2_reduce_scatter_leaves_rank_r_the_sum_of_chunk_r_plus_1(rng, n):
         sizes = [c.size for c in want]
         results = run_world(n, _reduce_scatter_on_rank, [x.copy() for x in xs])
         for r, (owned, chunks, sent) in enumerate(results):
-            assert owned == (r + 1) % n, f"rank {r} should return {(r + 1) % n}, got {owned}"
-            assert np.allclose(chunks[owned], want[owned], atol=1e-12), (
-                f"{n} ranks, {sum(sizes)} elements: rank {r}'s chunk {owned} should be the sum "
-                f"over the ranks {want[owned]}, got {chunks[owned]} (N - 1 steps, each adding "
-                "the received chunk into chunk (r - s - 1) mod N)")
+            case = f"ring_reduce_scatter on {n} ranks, {sum(sizes)} elements, rank {r}"
+            assert_equal(f"{case}: the returned index (r + 1) mod N", owned, (r + 1) % n, rng)
+            assert_close(f"{case}: chunk {owned}, the sum over the ranks (N - 1 steps, each "
+                         "adding the received chunk into chunk (r - s - 1) mod N)",
+                         chunks[owned], want[owned], rng, atol=1e-12, rtol=1e-12)
             expected = 8 * sum(sizes[(r - s) % n] for s in range(n - 1))
-            assert sent == expected, (
-                f"rank {r} should send N - 1 = {n - 1} chunks ({expected} bytes: chunk "
-                f"(r - s) mod N at step s), sent {sent} bytes")
+            assert_equal(f"{case}: bytes sent (N - 1 chunks, chunk (r - s) mod N at step s)",
+                         sent, expected, rng)
 
 
 @pytest.mark.exercise("18.2")
 def test_18_2_one_rank_is_already_reduced(rng):
     x = rng.standard_normal(7)
     [(owned, chunks, sent)] = run_world(1, _reduce_scatter_on_rank, [x.copy()])
-    assert owned == 0 and sent == 0 and np.array_equal(chunks[0], x)
+    assert_equal("ring_reduce_scatter on one rank: (index, bytes sent)", (owned, sent), (0, 0), rng)
+    assert_equal("ring_reduce_scatter on one rank: the chunk", chunks[0], x, rng)
 
 
 def _gather_on_rank(comm, chunks, owned):
@@ -113,14 +112,12 @@ def test_18_3_all_gather_gives_every_rank_every_final_chunk(rng, n):
             args.append((chunks, (r + shift) % n))
         results = run_world(n, _gather_on_rank, args)
         for r, (chunks, sent) in enumerate(results):
-            for i in range(n):
-                assert np.array_equal(chunks[i], final[i]), (
-                    f"{n} ranks, rank {r} started with chunk {(r + shift) % n}: its chunk {i} "
-                    f"should be {final[i]}, got {chunks[i]}")
             owned = (r + shift) % n
+            case = f"ring_all_gather on {n} ranks, rank {r} starting with chunk {owned}"
+            for i in range(n):
+                assert_equal(f"{case}: chunk {i}", chunks[i], final[i], rng)
             expected = 8 * sum(final[(owned - s) % n].size for s in range(n - 1))
-            assert sent == expected, (f"rank {r} should send {n - 1} chunks ({expected} "
-                                      f"bytes), sent {sent}")
+            assert_equal(f"{case}: bytes sent (N - 1 chunks)", sent, expected, rng)
 
 
 @pytest.mark.exercise("18.3")
@@ -147,9 +144,9 @@ def test_18_3_ring_all_reduce_on_real_mpi_matches_allreduce(tmp_path):
     [lines] = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("[")]
     assert sorted(d["rank"] for d in lines) == [0, 1, 2]
     for d in lines:
-        assert max(d["errors"]) < 1e-5, (
-            f"rank {d['rank']}: the ring all-reduce differs from MPI's Allreduce by "
-            f"{d['errors']} (relative, for sizes 1, 5, 37, 1000)")
+        assert_close(f"rank {d['rank']} of 3 MPI processes: the ring all-reduce's relative "
+                     "difference from MPI's Allreduce, sizes 1, 5, 37, 1000", d["errors"],
+                     np.zeros(4), atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------- 18.4
@@ -172,6 +169,7 @@ def _brute_force(sizes, n):
 
 @pytest.mark.exercise("18.4")
 def test_18_4_partition_matches_element_by_element_ownership(rng):
+    """Against ownership worked out element by element (element e belongs to rank e // c)."""
     cases = [([6, 6], 2), ([5, 3, 4], 3), ([10], 4), ([2, 0, 7, 1], 3), ([1, 1, 1], 5)]
     for _ in range(20):
         sizes = [int(s) for s in rng.integers(0, 25, size=int(rng.integers(1, 9)))]
@@ -180,7 +178,6 @@ def test_18_4_partition_matches_element_by_element_ownership(rng):
         want = _brute_force(sizes, n)
         got = partition(sizes, n)
         got = [[tuple(int(v) for v in piece) for piece in pieces] for pieces in got]
-        assert got == want, (
-            f"partition({sizes}, {n}) with c = ceil({sum(sizes)} / {n}) = {-(-sum(sizes) // n)}: "
-            f"expected {want}, got {got} (pieces (i, lo, hi) with lo, hi inside parameter i, "
-            "no empty pieces)")
+        assert_equal(f"partition({sizes}, {n}), c = ceil({sum(sizes)} / {n}) = "
+                     f"{-(-sum(sizes) // n)}: the pieces (i, lo, hi) of each rank (lo, hi inside "
+                     "parameter i, no empty pieces)", got, want, rng)

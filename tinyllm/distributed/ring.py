@@ -44,7 +44,7 @@ def ring_reduce_scatter(comm, chunks: list) -> int:
     if len(chunks) != n:
         raise ValueError(f"ring_reduce_scatter needs one chunk per rank ({n}), got {len(chunks)}")
     # BEGIN SOLUTION
-    xp = get_array_module(chunks[0])
+    xp = get_array_module(*chunks)
     right, left = (r + 1) % n, (r - 1) % n
     for s in range(n - 1):
         send, recv = (r - s) % n, (r - s - 1) % n

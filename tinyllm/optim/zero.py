@@ -51,7 +51,7 @@ def partition(sizes: list, world_size: int) -> list:
         starts.append(s)
         s += size
     for r in range(world_size):
-        a, b = r * c, min((r + 1) * c, total)
+        a, b = r * c, (r + 1) * c  # the last range may run past P: no parameter is there
         pieces = []
         for i, (start, size) in enumerate(zip(starts, sizes)):
             lo, hi = max(a, start), min(b, start + size)
