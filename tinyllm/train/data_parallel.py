@@ -92,12 +92,6 @@ def loss_weight(task, inputs: dict) -> int:
     return len(next(iter(inputs.values())))
 
 
-def _to_device(inputs: dict, device: str) -> dict:
-    if device == "cpu":
-        return inputs
-    return {k: backend.as_array(v, device=device) for k, v in inputs.items()}
-
-
 # ----------------------------------------------------------------------------------- the step
 class DataParallel:
     """The training step of ``cfg`` on this rank (see the module doc): ``forward_backward``
@@ -162,7 +156,7 @@ class DataParallel:
             w = loss_weight(self.task, micro)
             if w == 0:  # nothing to average here (every target ignored): no contribution
                 continue
-            loss = self.task.loss(_to_device(micro, self.cfg.device))
+            loss = self.task.loss(micro)  # host rows: the model moves them (as a plain step)
             share = w / total
             local += loss.item() * share
             (loss * share).backward()
