@@ -279,6 +279,40 @@ def test_zero_state_dict_round_trip_continues_identically(rng):
         assert np.array_equal(after[1][name], want), f"{name} differs after the reload"
 
 
+def _to(task, device):
+    task.model.to(device)
+    return task
+
+
+def test_the_data_parallel_step_runs_on_the_test_device(rng, device):
+    """Accumulation and ZeRO on ``device`` (the strict fake GPU under
+    TINYLLM_TEST_DEVICE=fake-cuda: every array op through the backend seam) take the CPU's
+    plain steps; the collectives of a world of one keep device arrays on the device."""
+    from tinyllm import backend
+
+    x = backend.as_array(rng.standard_normal(6).astype(np.float32), device=device)
+    assert dist.all_reduce(x) is x and backend.get_device(dist.all_gather(x)) == device
+    assert backend.get_device(dist.reduce_scatter(x)) == device
+    seed = int(rng.integers(1 << 30))
+    plain = TrainConfig(batch_size=12, block_size=8, grad_clip=0.5)
+    ref, _, ref_losses = _plain_run(plain, seed, 3)
+    for zero in (0, 1):
+        cfg = TrainConfig(batch_size=12, block_size=8, grad_clip=0.5, grad_accum_steps=4,
+                          zero_stage=zero)
+        task = _to(_LM(cfg, seed), device)
+        dp, batches = DataParallel(cfg, task, task.optimizer()), np.random.default_rng(seed)
+        losses = []
+        for step in range(3):
+            losses.append(dp.forward_backward(batches, step)[0])
+            dp.update(1e-2)
+        np.testing.assert_allclose(losses, ref_losses, atol=1e-5, err_msg=f"zero={zero}")
+        want = _params(ref)
+        for name, p in task.model.named_parameters():
+            assert backend.get_device(p.data) == device, f"{name} left the device"
+            np.testing.assert_allclose(backend.to_device(p.data, "cpu"), want[name], atol=2e-5,
+                                       err_msg=f"{name} after 3 steps, zero_stage={zero}")
+
+
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="equal micro-batches"):
         TrainConfig(batch_size=12, grad_accum_steps=5).finalize().validate()

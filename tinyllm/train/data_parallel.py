@@ -170,7 +170,8 @@ class DataParallel:
             buf[lo:hi] = 0 if p.grad is None else p.grad.reshape(-1)
         extras = [local_loss, float(stop_requested)] + [float(p.grad is not None)
                                                         for p in self.params]
-        buf[extra:-1] = backend.as_array(np.array(extras, dtype=buf.dtype), device=self.cfg.device)
+        buf[extra:-1] = backend.as_array(np.array(extras, dtype=buf.dtype),
+                                         device=backend.get_device(buf))  # one copy up
         t0 = time.perf_counter()
         if self.zero:
             self.shard = dist.reduce_scatter(buf[:extra])      # this rank's block of the sum
