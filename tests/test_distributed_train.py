@@ -1,8 +1,8 @@
 """Training on several processes: ``mpiexec -n 2`` with batch 6 each takes the steps of one
 process with batch 12 (per-step losses within 1e-5 for 50 steps, checkpoints within 1e-5),
 ZeRO-1 and gradient accumulation compose with it, every rank resumes from rank 0's folder, and a
-rank that fails stops the run. A tiny GPT on Tiny Shakespeare, so each run takes a second; the
-2 processes share the 2 cores with everything else (MPICH oversubscribes without complaint).
+rank that fails (before the first collective, or while another waits in one) stops the run.
+A tiny GPT on Tiny Shakespeare, so each run takes a second; the 2 processes share the 2 cores with everything else (MPICH oversubscribes without complaint).
 
 Skips without mpi4py and mpiexec (``pip install mpi4py mpich``) or without the corpus.
 """
@@ -214,4 +214,32 @@ def test_a_failing_rank_stops_every_rank_with_its_message(ready, tmp_path):
     proc = run_mpi(2, [script], timeout=120)  # a hang would end in TimeoutExpired
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "tinyllm: error on rank 1 of 2: config key 'n_layer'" in proc.stderr
+    assert "stopping all 2 processes" in proc.stderr
+
+
+def test_a_rank_that_fails_mid_run_stops_the_rank_waiting_in_the_all_reduce(ready, tmp_path):
+    """Rank 1 fails in its fourth step, while rank 0 already waits in that step's all-reduce:
+    without the abort rank 0 would wait forever."""
+    script = tmp_path / "fail_later.py"
+    script.write_text(textwrap.dedent(f'''
+        import sys
+        from tinyllm import distributed as dist
+        from tinyllm.cli import main
+        from tinyllm.train.data_parallel import DataParallel
+        real = DataParallel.forward_backward
+
+        def failing(self, *args):
+            if dist.rank() == 1 and self.steps == 3:
+                raise RuntimeError("rank 1 ran out of luck")
+            return real(self, *args)
+
+        DataParallel.forward_backward = failing
+        sets = ["--set", "n_layer=1", "--set", "n_embd=32", "--set", "block_size=16",
+                "--set", "batch_size=6", "--set", "eval_iters=1"]
+        sys.exit(main(["train", "--preset", "baby-shakespeare", *sets, "--max-iters", "10",
+                       "--out", {str(tmp_path / "run")!r}]))
+    '''))
+    proc = run_mpi(2, [script], timeout=120)  # a hang would end in TimeoutExpired
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "tinyllm: error on rank 1 of 2: rank 1 ran out of luck" in proc.stderr
     assert "stopping all 2 processes" in proc.stderr
