@@ -2,7 +2,8 @@
 process with batch 12 (per-step losses within 1e-5 for 50 steps, checkpoints within 1e-5),
 ZeRO-1 and gradient accumulation compose with it, every rank resumes from rank 0's folder, and a
 rank that fails (before the first collective, or while another waits in one) stops the run.
-A tiny GPT on Tiny Shakespeare, so each run takes a second; the 2 processes share the 2 cores with everything else (MPICH oversubscribes without complaint).
+A tiny GPT on Tiny Shakespeare, so each run takes a second; the 2 processes share the 2 cores
+with everything else (MPICH oversubscribes without complaint).
 
 Skips without mpi4py and mpiexec (``pip install mpi4py mpich``) or without the corpus.
 """
