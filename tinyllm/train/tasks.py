@@ -63,7 +63,10 @@ class Task:
 
         cfg = self.cfg
         groups = decay_groups(self.model.parameters(), cfg.weight_decay)
-        return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        opt = AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        from tinyllm.train.prune_cmd import keep_pruned_zeros  # a pruned run keeps its zeros
+
+        return keep_pruned_zeros(self, opt)
 
     def model_config(self) -> dict:
         c = self.model.config
@@ -404,4 +407,7 @@ TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify"
 
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
-    return TASK_CLASSES[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
+    from tinyllm.train.distill_task import DistillTask  # its own file (it subclasses LMTask)
+
+    classes = {**TASK_CLASSES, "distill": DistillTask}
+    return classes[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
