@@ -55,7 +55,11 @@ def test_distill_task_trains_a_student_and_evaluates_its_cross_entropy(dense_run
 
     _, task, _ = load_run("student", load_data=True)
     batch, _ = task.batch("train", np.random.default_rng(0))
+    from tinyllm import backend
+
+    before = backend.rng().bit_generator.state
     task.optimizer()  # loads the frozen teacher, as training does
+    assert backend.rng().bit_generator.state == before  # the student's random stream untouched
     assert all(not p.requires_grad for p in task.teacher.parameters())
     assert not task.teacher.training
     task.model.train()

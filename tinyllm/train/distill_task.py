@@ -37,9 +37,16 @@ def _describe(tok) -> str:
 def load_teacher(path, tokenizer, block_size: int, device: str | None = None):
     """The frozen teacher model of run folder ``path`` (eval mode, no gradients), after
     checking that its tokenizer is ``tokenizer`` and that its context covers ``block_size``."""
+    from tinyllm import backend
     from tinyllm.train.trainer import load_run
 
-    cfg, task, _ = load_run(path, device=device)
+    # building the teacher draws initial weights from tinyllm's generator: put its state back,
+    # so that the student's random stream (dropout) is the one it would be without a teacher
+    state = backend.rng().bit_generator.state
+    try:
+        cfg, task, _ = load_run(path, device=device)
+    finally:
+        backend.rng().bit_generator.state = state
     if task.kind not in ("lm", "distill"):
         raise ConfigError(f"task_args.teacher: {path} holds a {task.kind} model; the teacher of "
                           "a distillation must be a GPT language model (task lm)")
