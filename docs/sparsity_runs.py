@@ -94,13 +94,22 @@ def plot_curve(records, dense: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def _finished(run: Path) -> bool:
+    """The run folder holds the checkpoint of its last step."""
+    try:
+        state = json.loads((run / "state.json").read_text())
+        return state["step"] == json.loads((run / "config.json").read_text())["max_iters"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def distill_seeds(teacher, folder: Path, seeds) -> dict:
     rows = []
     for seed in seeds:
         pair = {}
         for kind in ("alone", "distilled"):
             run = folder / f"{kind}-{seed}"
-            if not (run / "eval400.json").is_file():
+            if not _finished(run):
                 shutil.rmtree(run, ignore_errors=True)
                 if kind == "alone":
                     tinyllm("train", "--preset", "baby-shakespeare", "--set", "n_layer=2", "--set",
@@ -108,6 +117,7 @@ def distill_seeds(teacher, folder: Path, seeds) -> dict:
                 else:
                     tinyllm("train", "--preset", "baby-distill", "--teacher", teacher, "--seed",
                             seed, "--sample-chars", 0, "--out", run, "--quiet")
+            if not (run / "eval400.json").is_file():
                 (run / "eval400.json").write_text(json.dumps(evaluate(run)))
             pair[kind] = json.loads((run / "eval400.json").read_text())["val_loss"]
         rows.append({"seed": seed, **pair, "difference": pair["distilled"] - pair["alone"]})
