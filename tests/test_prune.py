@@ -233,7 +233,13 @@ def test_prune_command_heads_and_errors(dense_run, capsys):
                  "--out", "h50", "--quiet"]) == 0
     record = json.loads((dense_run / "h50" / "config.json").read_text())["task_args"]["prune"]
     assert len(record["removed_units"]) == 1 and record["method"] == "heads"
+    assert main(["prune", "--ckpt", "dense", "--sparsity", "0", "--out", "p0",
+                 "--finetune-iters", "1", "--quiet"]) == 0  # nothing pruned: a plain fine-tune
     capsys.readouterr()
+    sets = [x for k, v in {**TINY, "max_iters": "1"}.items() for x in ("--set", f"{k}={v}")]
+    assert main(["train", "--preset", "baby-shakespeare", *sets, "--set", "task_args.prune=5",
+                 "--out", "bad"]) == 2
+    assert "must be the record that tinyllm prune writes" in capsys.readouterr().err
     assert main(["prune", "--ckpt", "dense", "--method", "2:4", "--sparsity", "0.3",
                  "--out", "x"]) == 2
     assert "leave out the sparsity" in capsys.readouterr().err

@@ -76,13 +76,19 @@ def keep_pruned_zeros(task, optimizer):
         return optimizer
     from tinyllm.prune import MaskedOptimizer, masks_from_zeros, prunable_weights
 
+    names = record.get("params") if isinstance(record, dict) else None
+    if not isinstance(names, list):
+        raise ConfigError(f"config key 'task_args.prune' must be the record that tinyllm prune "
+                          f"writes (a JSON object with a list 'params'), got {record!r}; set "
+                          "task_args.prune=null to train without keeping pruned weights at zero")
+    if not names:  # sparsity 0: nothing was pruned
+        return optimizer
     weights = prunable_weights(task.model)
-    names = record.get("params", []) if isinstance(record, dict) else []
     missing = [n for n in names if n not in weights]
-    if missing or not names:
+    if missing:
         raise ConfigError(f"config key 'task_args.prune' names tensors this model does not have "
-                          f"({', '.join(missing) or 'none listed'}); set task_args.prune=null "
-                          "to train without keeping pruned weights at zero")
+                          f"({', '.join(missing)}); set task_args.prune=null to train without "
+                          "keeping pruned weights at zero")
     return MaskedOptimizer(optimizer, weights, masks_from_zeros({n: weights[n] for n in names}))
 
 
