@@ -45,8 +45,7 @@ def _val_losses(model, task, seed, n, torch) -> list:
 def main(argv=None) -> int:
     import torch  # noqa: PLC0415
 
-    from tinyllm.bench.torch_ref import TorchGPT, make_gpt_optimizer  # noqa: PLC0415
-    from tinyllm.optim import cosine_with_warmup  # noqa: PLC0415
+    from tinyllm.bench.torch_ref import TorchGPT  # noqa: PLC0415
     from tinyllm.train.presets import preset_config  # noqa: PLC0415
     from tinyllm.train.tasks import build_task  # noqa: PLC0415
 
@@ -69,8 +68,19 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.seed)
     model = TorchGPT(task.tokenizer.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head,
                      cfg.n_embd, activation="gelu")
+    print(json.dumps(train_and_evaluate(model, task, cfg, args.eval_iters, torch)))
+    return 0
+
+
+def train_and_evaluate(model, task, cfg, eval_iters: int, torch) -> dict:
+    """Train ``model`` (``model(x, y) -> (logits, loss)``) on the task's batches with the
+    preset's recipe, then evaluate it; the JSON record that ``main`` prints."""
+    from tinyllm.bench.torch_ref import make_gpt_optimizer  # noqa: PLC0415
+    from tinyllm.optim import cosine_with_warmup  # noqa: PLC0415
+
     opt = make_gpt_optimizer(model, cfg.lr, tuple(cfg.betas), cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)  # the trainer's batch generator
+    model.train()
     t0 = time.perf_counter()
     for step in range(cfg.max_iters):
         lr = cosine_with_warmup(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
@@ -84,12 +94,11 @@ def main(argv=None) -> int:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
     wall = time.perf_counter() - t0
-    losses = _val_losses(model, task, cfg.seed, max(cfg.eval_iters, args.eval_iters), torch)
+    losses = _val_losses(model, task, cfg.seed, max(cfg.eval_iters, eval_iters), torch)
     out = {"seed": cfg.seed, "steps": cfg.max_iters, "train_s": round(wall, 1)}
-    for n in (cfg.eval_iters, args.eval_iters):
+    for n in (cfg.eval_iters, eval_iters):
         out[f"val_loss_{n}"] = float(np.mean(losses[:n]))
-    print(json.dumps(out))
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -12,4 +12,5 @@ from tinyllm.models.generation import (
     top_p_filter,
 )
 from tinyllm.models.gpt import GPT, GPTConfig
+from tinyllm.models.llama import Llama, LlamaConfig
 from tinyllm.models.presets import PRESETS, preset_config

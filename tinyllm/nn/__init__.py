@@ -3,6 +3,13 @@
 from tinyllm.nn import init
 from tinyllm.nn.attention import KVCache, MultiHeadAttention, merge_heads, split_heads
 from tinyllm.nn.layers import GELU, Dropout, Embedding, LayerNorm, Linear, ReLU, Tanh
+from tinyllm.nn.llama_layers import (
+    GroupedQueryAttention,
+    LlamaBlock,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLUFeedForward,
+)
 from tinyllm.nn.module import Module, ModuleList, Parameter, Sequential
 from tinyllm.nn.positional import (
     LearnedPositionalEmbedding,
@@ -16,4 +23,5 @@ __all__ = [
     "Dropout", "GELU", "ReLU", "Tanh", "SinusoidalPositionalEncoding",
     "LearnedPositionalEmbedding", "sinusoidal_table", "init", "MultiHeadAttention", "KVCache",
     "split_heads", "merge_heads", "FeedForward", "TransformerBlock",
+    "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "GroupedQueryAttention", "LlamaBlock",
 ]

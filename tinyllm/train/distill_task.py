@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from tinyllm.train.config import ConfigError
 from tinyllm.train.tasks import LMTask
@@ -70,16 +71,15 @@ class DistillTask(LMTask):
     """``lm`` with the distillation loss against ``task_args.teacher`` (see the module doc)."""
 
     kind = "distill"
+    TASK_ARGS = {"teacher": (Optional[str], None), "temperature": (float, 2.0),
+                 "alpha": (float, 0.5)}
     teacher = None  # loaded by optimizer(), only to train
-    temperature, alpha = 2.0, 0.5
 
     def load_data(self):
-        ta = self.cfg.task_args
-        if not ta.get("teacher"):
+        if not self.args["teacher"]:
             raise ConfigError("task 'distill' needs a teacher run folder: --teacher DIR (or "
                               "--set task_args.teacher=DIR), e.g. runs/baby-shakespeare")
-        self.temperature = float(ta.get("temperature", 2.0))
-        self.alpha = float(ta.get("alpha", 0.5))
+        self.temperature, self.alpha = self.args["temperature"], self.args["alpha"]
         if not self.temperature > 0 or not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"task_args: temperature must be > 0 and alpha in [0, 1], got "
                               f"{self.temperature} and {self.alpha}")
@@ -87,7 +87,7 @@ class DistillTask(LMTask):
 
     def optimizer(self):
         c = self.cfg
-        self.teacher = load_teacher(c.task_args["teacher"], self.tokenizer, c.block_size,
+        self.teacher = load_teacher(self.args["teacher"], self.tokenizer, c.block_size,
                                     c.device)
         return super().optimizer()
 

@@ -8,6 +8,7 @@ differs from nanoGPT's in three settings that nanoGPT tuned for longer runs: Ada
 beta2 = 0.999 (not 0.99), no weight decay (not 0.1) and no gradient clipping (not 1.0). Over
 six seeds that lowers the validation loss from 1.905 to 1.877 (docs/benchmarks.md, "Training
 quality"); ``--set betas=0.9,0.99 --set weight_decay=0.1 --set grad_clip=1`` restores nanoGPT's.
+``baby-llama`` is the same run with a Llama (``model_args.arch``) of the same parameter count.
 """
 
 from __future__ import annotations
@@ -37,6 +38,34 @@ PRESETS: dict[str, dict] = {
                        sample_chars=200,
                        **{**_NANOGPT_OPT, "betas": (0.9, 0.999), "weight_decay": 0.0,
                           "grad_clip": 0.0}),
+    },
+    "baby-llama": {
+        "about": "Llama (RoPE, RMSNorm, SwiGLU, 2 key/value heads), baby-shakespeare's size and run",
+        "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char",
+                       **_gpt("baby-shakespeare"), batch_size=12,
+                       model_args={"arch": "llama", "n_kv_head": 2, "intermediate_size": 384},
+                       max_iters=2000, eval_interval=250, eval_iters=20, log_interval=10,
+                       sample_chars=200,
+                       **{**_NANOGPT_OPT, "betas": (0.9, 0.999), "weight_decay": 0.0,
+                          "grad_clip": 0.0}),
+    },
+    "bigram-shakespeare": {
+        "about": "the character bigram table (lesson 01) on Tiny Shakespeare: seconds",
+        "config": dict(task="bigram", corpus="tinyshakespeare", tokenizer="char", n_layer=1,
+                       n_head=1, n_embd=1, block_size=1, dropout=0.0, batch_size=256,
+                       max_iters=2000, eval_interval=200, eval_iters=20, log_interval=10,
+                       sample_chars=300,
+                       **{**_NANOGPT_OPT, "lr": 0.1, "min_lr": 0.01, "betas": (0.9, 0.999),
+                          "weight_decay": 0.01, "grad_clip": 0.0}),
+    },
+    "mlp-shakespeare": {
+        "about": "Bengio et al.'s MLP language model (lesson 04), 8 characters of context",
+        "config": dict(task="mlp", corpus="tinyshakespeare", tokenizer="char", n_layer=1,
+                       n_head=1, n_embd=24, block_size=8, dropout=0.0, batch_size=256,
+                       max_iters=6000, eval_interval=600, eval_iters=20, log_interval=10,
+                       sample_chars=300, model_args={"n_hidden": 256},
+                       **{**_NANOGPT_OPT, "lr": 3e-3, "min_lr": 3e-4, "betas": (0.9, 0.999),
+                          "weight_decay": 0.01, "grad_clip": 0.0}),
     },
     "baby-distill": {
         "about": "a 2-layer, 64-wide GPT student of Tiny Shakespeare distilled from --teacher RUN "

@@ -95,10 +95,8 @@ def keep_pruned_zeros(task, optimizer):
 # ----------------------------------------------------------------------------------- the command
 def _importance_loss(task, cfg, n_batches: int):
     """The mean loss (eval mode) on ``n_batches`` fixed training batches: what ablation measures."""
-    from tinyllm.train.trainer import to_device
-
     rng = np.random.default_rng([cfg.seed, 4])
-    batches = [to_device(task.batch("train", rng)[0], cfg.device) for _ in range(n_batches)]
+    batches = [task.batch("train", rng)[0] for _ in range(n_batches)]  # host: the model moves them
 
     def loss_fn():
         task.model.eval()
@@ -131,7 +129,7 @@ def _write_run(cfg, task, out: Path, quiet: bool) -> dict:
     ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
     task.tokenizer.save(out / "tokenizer.json")
     (out / "tokenizer.json").chmod(0o644)
-    run = Run(cfg, out, task, opt, np.random.default_rng(cfg.seed), {}, [], None)
+    run = Run(cfg, out, task, opt, np.random.default_rng(cfg.seed), {}, [], [], None)
     progress = Progress(cfg.max_iters, 0, choose_mode(quiet), cfg.log_interval)
     try:
         rec = run.evaluate(progress)
