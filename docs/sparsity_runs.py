@@ -23,8 +23,10 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-CURVE = [("magnitude", s) for s in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)] + [
-    ("2:4", None), ("global", 0.5), ("global", 0.9), ("heads", 0.25)]
+# in the order they are run (the target's points first: a stopped script has measured those)
+CURVE = [("magnitude", 0.5), ("2:4", None), ("magnitude", 0.0), ("magnitude", 0.9)] + [
+    ("magnitude", s) for s in (0.3, 0.7, 0.1, 0.6, 0.8, 0.2, 0.4)] + [
+    ("global", 0.5), ("heads", 0.25), ("global", 0.9)]
 
 
 def tinyllm(*args) -> str:
