@@ -84,12 +84,14 @@ def test_17_2_gradient_matches_torch(rng):
     torch = pytest.importorskip("torch")
     for _ in range(8):
         s, t, y, temperature, alpha = _case(rng)
+        scale = float(rng.choice([1.0, rng.uniform(-3, 3)]))  # an upstream gradient, not 1
         x = tl.tensor(s, requires_grad=True)
-        distillation_loss(x, t, y, temperature, alpha).backward()
+        (distillation_loss(x, t, y, temperature, alpha) * scale).backward()
         ts = torch.tensor(s, requires_grad=True)
-        _torch_loss(torch, ts, t, y, temperature, alpha).backward()
-        assert_close(f"d loss / d student logits {s.shape} (T={temperature:.3g}, "
-                     f"alpha={alpha:.3g}; soft part alpha * T * (softmax(s/T) - softmax(t/T)), "
+        (_torch_loss(torch, ts, t, y, temperature, alpha) * scale).backward()
+        assert_close(f"d ({scale:.3g} loss) / d student logits {s.shape} (T={temperature:.3g}, "
+                     f"alpha={alpha:.3g}; times the upstream gradient; soft part "
+                     "alpha * T * (softmax(s/T) - softmax(t/T)), "
                      "hard part (1 - alpha) (softmax(s) - onehot(y)), zero on ignored rows, "
                      "/ count)", x.grad, ts.grad.numpy(), rng, atol=1e-10, rtol=1e-7)
 

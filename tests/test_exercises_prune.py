@@ -164,6 +164,43 @@ def test_16_3_importance_is_the_loss_change_when_removed(rng, kind):
                  atol=1e-6, rtol=0)
 
 
+class _Param:
+    """A stand-in for a Parameter: ablation_importance reads and writes ``.data`` only."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+@pytest.mark.exercise("16.3")
+def test_16_3_importance_of_units_of_plain_arrays(rng):
+    """Units over arrays and a loss that sees every entry's value (a GPT's pre-LN residual
+    stream ignores a constant added across channels, so there a unit set to 1 looks removed)."""
+    a = _Param(rng.standard_normal((4, 5)))
+    b = _Param(rng.standard_normal((5, 3)))
+    c = rng.standard_normal((4, 3))
+
+    def loss_of(x, y):
+        return float(np.tanh(x @ y + c).sum() + (x ** 2).sum() * 0.1)
+
+    units = [[("a", a, (i,)), ("b", b, (slice(None), i % 3))] for i in range(4)]
+    units += [[("b", b, (int(rng.integers(5)), slice(1, 3)))]]
+    base = loss_of(a.data, b.data)
+    want = []
+    for unit in units:
+        x, y = a.data.copy(), b.data.copy()
+        for name, _, index in unit:
+            (x if name == "a" else y)[index] = 0
+        want.append(loss_of(x, y) - base)
+    before = a.data.copy(), b.data.copy()
+    got = ablation_importance(units, lambda: loss_of(a.data, b.data))
+    assert_equal("the arrays after ablation_importance (every unit put back exactly)",
+                 [a.data.tolist(), b.data.tolist()], [before[0].tolist(), before[1].tolist()],
+                 rng)
+    assert_close("ablation_importance of units over arrays (loss with the unit's entries set to "
+                 "zero - loss of all)", np.asarray(got, dtype=np.float64), np.array(want), rng,
+                 atol=1e-9, rtol=1e-9)
+
+
 # ----------------------------------------------------------------------------- 16.4
 @pytest.mark.exercise("16.4")
 def test_16_4_local_and_strided_masks(rng):
