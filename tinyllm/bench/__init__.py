@@ -75,10 +75,12 @@ QUALITY_MARKER = "<!-- quality runs: kept when the tables above are regenerated 
 
 
 def main(argv=None) -> int:
+    from tinyllm.backend import tune_malloc  # noqa: PLC0415
     from tinyllm.bench import suites as S  # noqa: PLC0415
     from tinyllm.bench.harness import machine_info, thread_limit  # noqa: PLC0415
     from tinyllm.bench.isolated import registry  # noqa: PLC0415
 
+    tune_malloc()  # as the trainer does (TINYLLM_MALLOPT=0: off)
     args = _parser().parse_args(argv)
     # PyTorch's OpenMP threads spin-wait by default; interleaved with OpenBLAS's pthreads on the
     # same cores, a PyTorch step right after a NumPy GEMM then waited ~100x longer (measured:
