@@ -21,6 +21,10 @@ sequence outgrows the model's ``block_size`` the context is cropped to the last 
 tokens (nanoGPT); a cache cannot drop its first position (every later key was computed with it
 in view), so from that step on generation falls back to recomputing the cropped context.
 
+**Streaming** (``streamer``): a callable that receives each step's new tokens, a NumPy int64
+array (N,), as soon as they are chosen (a row that has finished receives ``pad_token_id``), so a
+chat can print a reply while it is being written. Greedy decoding and sampling only.
+
 **The model protocol** (``GenerationMixin`` or ``generate(model, ...)``): a ``Module`` with
 ``block_size`` (the longest context, or None), ``new_kv_caches()`` (a list of fresh caches, one
 per layer) and ``next_token_logits(ids, kv_caches=None)`` -> (N, V) logits of the last position,
@@ -158,13 +162,14 @@ def _eos_list(eos_token_id):
 def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0,
              top_k=None, top_p=None, num_beams: int = 1, num_return_sequences: int = 1,
              eos_token_id=None, use_cache: bool = True, seed=None, pad_token_id=None,
-             length_penalty: float = 1.0, early_stopping=False):
+             length_penalty: float = 1.0, early_stopping=False, streamer=None):
     """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens (see the module doc).
 
     ``do_sample`` draws from softmax(logits / temperature) after top-k and top-p filtering;
     otherwise greedy (``num_beams=1``) or beam search. ``seed`` makes sampling reproducible with
-    its own generator; without it tinyllm's generator (``tl.manual_seed``) is used. Runs under
-    ``no_grad`` in eval mode; every module's previous mode is restored afterwards.
+    its own generator; without it tinyllm's generator (``tl.manual_seed``) is used. ``streamer``
+    is called with each step's new tokens (N,). Runs under ``no_grad`` in eval mode; every
+    module's previous mode is restored afterwards.
     Returns a NumPy int64 array (B * num_return_sequences, T + new).
     """
     ids = _as_ids(idx)
@@ -182,6 +187,9 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
     if num_beams > 1 and nrs > num_beams:
         raise ValueError(f"generate: num_return_sequences={nrs} cannot exceed num_beams={num_beams}"
                          " (beam search returns its best beams)")
+    if streamer is not None and (num_beams > 1 or not callable(streamer)):
+        raise ValueError("generate: streamer must be a callable, and streams greedy decoding or "
+                         "sampling (beam search settles its tokens only at the end)")
     eos = _eos_list(eos_token_id)
     if pad_token_id is not None:
         pad_token_id = _check_int("pad_token_id", pad_token_id, 0)
@@ -201,7 +209,7 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
                                    early_stopping, eos, beam_pad, use_cache)[0]
             rng = np.random.default_rng(seed) if seed is not None else backend.rng()
             return _sample(model, np.repeat(ids, nrs, axis=0), max_new_tokens, do_sample,
-                           temperature, top_k, top_p, eos, pad, use_cache, rng)
+                           temperature, top_k, top_p, eos, pad, use_cache, rng, streamer)
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
@@ -234,7 +242,7 @@ def sample_next(logits, temperature: float, top_k, top_p, rng):
 
 
 def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eos, pad,
-            use_cache, rng):
+            use_cache, rng, streamer=None):
     """Greedy decoding or sampling, one token per step for every row."""
     dec = _Decoder(model, use_cache)
     finished = np.zeros(len(ids), dtype=bool)
@@ -248,6 +256,8 @@ def _sample(model, ids, max_new_tokens, do_sample, temperature, top_k, top_p, eo
             nxt = np.where(finished, pad, nxt)
             finished |= np.isin(nxt, eos)
         ids = np.concatenate([ids, nxt[:, None].astype(np.int64)], axis=1)
+        if streamer is not None:
+            streamer(ids[:, -1].copy())
         if eos and finished.all():
             break
     return ids
@@ -336,10 +346,11 @@ class GenerationMixin:
                  temperature: float = 1.0, top_k=None, top_p=None, num_beams: int = 1,
                  num_return_sequences: int = 1, eos_token_id=None, use_cache: bool = True,
                  seed=None, pad_token_id=None, length_penalty: float = 1.0,
-                 early_stopping=False):
+                 early_stopping=False, streamer=None):
         """See ``tinyllm.models.generation.generate``."""
         return generate(self, idx, max_new_tokens, do_sample=do_sample, temperature=temperature,
                         top_k=top_k, top_p=top_p, num_beams=num_beams,
                         num_return_sequences=num_return_sequences, eos_token_id=eos_token_id,
                         use_cache=use_cache, seed=seed, pad_token_id=pad_token_id,
-                        length_penalty=length_penalty, early_stopping=early_stopping)
+                        length_penalty=length_penalty, early_stopping=early_stopping,
+                        streamer=streamer)

@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["TrainConfig", "ConfigError", "TASKS", "CORPORA", "TOKENIZERS", "DEVICES",
            "apply_overrides", "coerce", "load_json_config"]
 
-TASKS = ("lm", "mlm", "seq2seq", "classify")
+TASKS = ("lm", "mlm", "seq2seq", "classify", "sft", "dpo")
 CORPORA = ("tinyshakespeare", "tang_poems", "couplets", "digits-reverse", "digits-sort",
            "tang_authors")
 TOKENIZERS = ("char", "digits")
@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # what to train
-    task: str = "lm"                    # lm (GPT) | mlm (BERT) | seq2seq | classify
+    task: str = "lm"                    # lm (GPT) | mlm (BERT) | seq2seq | classify | sft | dpo
     corpus: str = "tinyshakespeare"     # see CORPORA
     tokenizer: str = "char"             # char | digits (the synthetic seq2seq vocabulary)
     val_fraction: float = 0.1

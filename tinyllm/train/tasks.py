@@ -405,6 +405,11 @@ class ClassifyTask(Task):
 
 TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify": ClassifyTask}
 
+from tinyllm.train.preference import DPOTask  # noqa: E402  (the chat tasks build on LMTask)
+from tinyllm.train.sft import SFTTask  # noqa: E402
+
+TASK_CLASSES.update(sft=SFTTask, dpo=DPOTask)
+
 
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
