@@ -296,7 +296,7 @@ def test_dpo_task_raises_the_chosen_replies(runs, monkeypatch):
     import tinyllm.train.preference as pref
     from tinyllm.train.config import TrainConfig
 
-    def fixed_pairs(model, tokenizer, examples, k, temperature, seed):
+    def fixed_pairs(model, tokenizer, examples, k, temperature, seed, gold_chosen):
         return [(e, e.response, e.response[:-3] + "。") for e in examples]
 
     monkeypatch.setattr(pref, "preference_pairs", fixed_pairs)
@@ -332,6 +332,12 @@ def test_preference_pairs_keep_and_break_the_form():
     pairs = preference_pairs(Scripted(), tok, ex, 2, 1.0, seed=0)
     assert [(g, b) for _, g, b in pairs] == [(FIVE, "春眠不覺曉。"), (FIVE, FIVE + FIVE)], (
         "prompt 2's replies are both seven-character: no pair")
+    replies = iter(["春眠", SEVEN])
+    ex = [Example("form", "作一首五言絕句", "處處聞啼鳥，" * 4, 5)]
+    assert preference_pairs(Scripted(), tok, ex, 2, 1.0, seed=0) == []
+    replies = iter(["春眠", SEVEN])
+    assert preference_pairs(Scripted(), tok, ex, 2, 1.0, 0, gold_chosen=True) == [
+        (ex[0], ex[0].response, "春眠")], "gold_chosen: the real poem is the chosen reply"
 
 
 # ---------------------------------------------------------------------- tinyllm chat

@@ -8,7 +8,8 @@ also the frozen **reference** model. Its data are preference pairs drawn from th
 own samples: for each of ``n_prompts`` poem requests of the training split it samples
 ``samples_per_prompt`` replies (at ``sample_temperature``), and when some keep the requested
 form (``tinyllm.data.instructions.quatrain_form``) and some break it, the first of each becomes
-the pair (chosen, rejected). The held-out requests give the validation pairs. The reference's
+the pair (chosen, rejected); with ``gold_chosen`` a request whose samples all break the form
+takes its real poem as the chosen reply. The held-out requests give the validation pairs. The reference's
 log-probabilities of every pair are computed once, when the pairs are drawn (they are
 constants); the loss is ``tinyllm.dpo.dpo_loss`` with ``beta``.
 
@@ -28,9 +29,11 @@ __all__ = ["DPOTask", "preference_pairs"]
 
 
 def preference_pairs(model, tokenizer, examples, samples_per_prompt: int, temperature: float,
-                     seed: int) -> list[tuple]:
+                     seed: int, gold_chosen: bool = False) -> list[tuple]:
     """(request, chosen reply, rejected reply) for each poem request of ``examples`` among whose
-    ``samples_per_prompt`` sampled replies some keep the requested form and some do not."""
+    ``samples_per_prompt`` sampled replies some keep the requested form and some do not. With
+    ``gold_chosen`` a request whose samples all break the form gets its real poem as the chosen
+    reply (for a model that rarely keeps the form yet)."""
     from tinyllm.data.instructions import quatrain_form
     from tinyllm.train.replies import POEM_TOKENS, generate_replies
 
@@ -42,6 +45,8 @@ def preference_pairs(model, tokenizer, examples, samples_per_prompt: int, temper
         mine = replies[i * samples_per_prompt:(i + 1) * samples_per_prompt]
         good = [r for r in mine if quatrain_form(r) == e.form]
         bad = [r for r in mine if quatrain_form(r) != e.form]
+        if not good and gold_chosen:
+            good = [e.response]
         if good and bad:
             pairs.append((e, good[0], bad[0]))
     return pairs
@@ -53,7 +58,7 @@ class DPOTask(SFTTask):
     kind = "dpo"
     TASK_ARGS = {**SFTTask.TASK_ARGS, "beta": (float, 0.1), "n_prompts": (int, 1000),
                  "n_val_prompts": (int, 200), "samples_per_prompt": (int, 4),
-                 "sample_temperature": (float, 1.0)}
+                 "sample_temperature": (float, 1.0), "gold_chosen": (bool, False)}
 
     def load_data(self):
         cfg = self.cfg
@@ -71,7 +76,8 @@ class DPOTask(SFTTask):
             chosen = [poems[i] for i in rng.permutation(len(poems))[:n]]
             pairs = preference_pairs(self.reference, self.tokenizer, chosen,
                                      a["samples_per_prompt"], a["sample_temperature"],
-                                     seed=cfg.seed + (0 if split == "train" else 1))
+                                     cfg.seed + (0 if split == "train" else 1),
+                                     a["gold_chosen"])
             if not pairs:
                 raise ConfigError(f"no {split} preference pairs: the reference model's samples "
                                   "all keep the form or all break it (raise n_prompts, "
@@ -122,16 +128,18 @@ class DPOTask(SFTTask):
 
     def _logprobs(self, model, rows, batch: int = 64):
         """The (chosen, rejected) log-probabilities (N, 2) of ``rows`` under ``model``."""
+        from tinyllm import backend
         from tinyllm.autograd import no_grad
         from tinyllm.data import collate_chat
         from tinyllm.dpo import sequence_logprobs
 
-        out = []
+        out, device = [], backend.get_device(model.wte.weight.data)
         with no_grad():
             for s in range(0, len(rows), batch):
                 part = rows[s:s + batch]
-                x, y = collate_chat([c for c, _ in part] + [r for _, r in part],
-                                    self.tokenizer.end_token_id, self.cfg.block_size)
+                x, y = (backend.as_array(a, device=device) for a in collate_chat(
+                    [c for c, _ in part] + [r for _, r in part], self.tokenizer.end_token_id,
+                    self.cfg.block_size))
                 lp = sequence_logprobs(model(x), y).numpy()
                 out.append(np.stack([lp[:len(part)], lp[len(part):]], axis=1))
         return np.concatenate(out).astype(np.float32)
@@ -172,6 +180,7 @@ class DPOTask(SFTTask):
         if not self.data_loaded:
             return {}
         out = super().metrics(rng, n)
+        self.model.eval()  # the trainer puts it back in training mode
         lp = self._logprobs(self.model, [(c, r) for c, r, _ in self.val_pairs])
         refs = np.stack([ref for _, _, ref in self.val_pairs])
         margin = (lp[:, 0] - refs[:, 0]) - (lp[:, 1] - refs[:, 1])

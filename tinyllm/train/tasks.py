@@ -405,12 +405,16 @@ class ClassifyTask(Task):
 
 TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify": ClassifyTask}
 
-from tinyllm.train.preference import DPOTask  # noqa: E402  (the chat tasks build on LMTask)
-from tinyllm.train.sft import SFTTask  # noqa: E402
 
-TASK_CLASSES.update(sft=SFTTask, dpo=DPOTask)
+def chat_tasks() -> dict:
+    """The chat tasks (tinyllm/train/sft.py, preference.py) build on LMTask: imported lazily."""
+    from tinyllm.train.preference import DPOTask
+    from tinyllm.train.sft import SFTTask
+
+    return {"sft": SFTTask, "dpo": DPOTask}
 
 
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
-    return TASK_CLASSES[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
+    classes = TASK_CLASSES if cfg.task in TASK_CLASSES else chat_tasks()
+    return classes[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
