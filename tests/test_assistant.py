@@ -56,6 +56,22 @@ def test_chat_tokens_come_after_the_base_ids(kind, tmp_path):
     again = Tokenizer.load(tmp_path / "tok.json")
     assert isinstance(again, ChatTokenizer) and again.fingerprint() == tok.fingerprint()
     assert again.encode(s) == got and type(again.base) is type(base)
+    tok.save_pretrained(tmp_path / "hf")  # a run folder's form: the chat tokens after the vocab
+    again = Tokenizer.from_pretrained(tmp_path / "hf")
+    assert isinstance(again, ChatTokenizer) and again.fingerprint() == tok.fingerprint()
+    assert again.encode(s) == got
+
+
+def test_chat_tokenizer_json_encodes_as_hugging_face_tokenizers(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    text = "春眠不覺曉，處處聞啼鳥。abc abd\n" * 3
+    for base in (CharTokenizer.from_text(text, unk_token="<unk>"),
+                 ByteBPETokenizer.train(text, vocab_size=280)):
+        tok = ChatTokenizer(base)
+        tok.save_pretrained(tmp_path)
+        s = "<|system|>abc<|end|><|user|>春眠<|end|><|assistant|>啼鳥。 abd<|end|>"
+        got = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(s).ids
+        assert got == tok.encode(s), f"{type(base).__name__}: expected {tok.encode(s)}, got {got}"
 
 
 def test_chat_tokenizer_refuses_clashes():

@@ -165,6 +165,47 @@ def test_failed_mapping_leaves_model_unchanged():
         assert np.array_equal(v, before[k])
 
 
+def _with_config(tmp_path, edit):
+    shutil.copy(FIXTURE / "model.safetensors", tmp_path / "model.safetensors")
+    cfg = json.loads((FIXTURE / "config.json").read_text())
+    cfg = edit(cfg) or cfg
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: [c], r"config.json: holds a JSON list"),
+    (lambda c: c.update(hidden_size="16"), r"'hidden_size' must be an integer, got '16' \(str\)"),
+    (lambda c: c.update(layer_norm_eps="x"), r"'layer_norm_eps' must be a number, got 'x'"),
+    (lambda c: c.update(is_decoder=True), r"is_decoder=True are not supported"),
+    (lambda c: c.update(add_cross_attention=True), r"add_cross_attention=True"),
+    (lambda c: c.update(position_embedding_type="relative_key"),
+     r"position_embedding_type='relative_key'.*absolute"),
+    (lambda c: c.update(chunk_size_feed_forward=4), r"chunk_size_feed_forward=4"),
+    (lambda c: c.update(model_type="distilbert"), r"model_type='distilbert'"),
+    (lambda c: c.update(hidden_act="swish"), r"hidden_act 'swish' is not supported"),
+])
+def test_a_bad_or_unsupported_config_is_refused_by_name(tmp_path, edit, match):
+    d = _with_config(tmp_path, edit)
+    with pytest.raises(HFCheckpointError, match=match) as info:
+        BertForPreTraining.from_pretrained(d)
+    assert str(d / "config.json") in str(info.value)
+    assert isinstance(info.value, ValueError) and not isinstance(info.value, KeyError)
+
+
+def test_reads_a_real_hf_masked_lm_folder_without_a_pooler():
+    """transformers' BertForMaskedLM has no pooler (fixtures/bert_mlm_tiny, made by
+    make_bert_mlm_tiny.py): its folder loads, and the logits match transformers'."""
+    d = Path(__file__).parent / "fixtures" / "bert_mlm_tiny"
+    assert not any("pooler" in k for k in serialization.load(d / "model.safetensors"))
+    e = serialization.load(d / "expected.safetensors")
+    model = BertForMaskedLM.from_pretrained(d)
+    out = model(e["input_ids"], e["attention_mask"])
+    assert_close(out.prediction_logits, e["prediction_logits"], "prediction_logits")
+    with pytest.raises(HFCheckpointError, match="pooler.dense"):  # NSP needs the pooler
+        BertForPreTraining.from_pretrained(d)
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         BertModel.from_pretrained(tmp_path / "nope")

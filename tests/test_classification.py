@@ -54,7 +54,6 @@ def np_ce(logits, labels):
 
 
 # ------------------------------------------------------------------------------ exercise 13.1
-@pytest.mark.exercise("13.1")
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 def test_classifier_matches_numpy(rng, pooling):
     for _ in range(3):
@@ -77,7 +76,6 @@ def test_classifier_matches_numpy(rng, pooling):
         assert clf(ids, mask).loss is None
 
 
-@pytest.mark.exercise("13.1")
 def test_classifier_fixed_example():
     body = LookupBody(3, 2)
     body.emb.weight.data = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], dtype=np.float32)
@@ -94,7 +92,6 @@ def test_classifier_fixed_example():
     assert np.isclose(out.loss.item(), np.log(1 + np.e), rtol=1e-6)
 
 
-@pytest.mark.exercise("13.1")
 def test_classifier_gradient_reaches_head_and_body(rng):
     body = LookupBody(7, 4)
     clf = SequenceClassifier(body, 4, 3, pooling="mean", dropout=0.0)

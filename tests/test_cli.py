@@ -69,6 +69,9 @@ def test_errors_exit_2_without_traceback(tmp_path):
                         (["train", "--device", "tpu"], "'device'")]:
         r = tinyllm(args, tmp_path, tmp_path / "data")
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = tinyllm(["train", "--preset", "nope", "--debug"], tmp_path, tmp_path / "data")
+    assert "Traceback" in r.stderr and "ConfigError: unknown preset 'nope'" in r.stderr
 
 
 @pytest.mark.slow

@@ -12,9 +12,10 @@ import pytest
 
 from tinyllm.course import cli
 from tinyllm.course.check import check
-from tinyllm.course.grade import format_table, grade, gradescope, verify_stubs
+from tinyllm.course.grade import format_table, grade, gradescope
 from tinyllm.course.registry import load_registry
 from tinyllm.course.student import build_student_edition, stub_notebook, stub_regions
+from tinyllm.course.verify import verify_order, verify_stubs
 
 MATHY = '''\
 """Toy exercises."""
@@ -148,11 +149,21 @@ def test_an_endless_loop_costs_one_test(tmp_path):
     assert sum(t.outcome == "passed" for t in results["01.1"].tests) == 2
 
 
-def test_a_broken_test_module_fails_its_exercises_with_a_reason(tmp_path):
-    repo = make_repo(tmp_path / "r", mathy=MATHY + "\nthis is not python\n")
+def test_a_module_that_fails_to_import_is_named_with_its_line(tmp_path):
+    repo = make_repo(tmp_path / "r", mathy=MATHY + "\nthis is not python\n")  # a NameError
     results = by_id(grade(repo, timeout=30))
     assert not any(r.passed for r in results.values())
-    assert "failed to import" in results["01.1"].summary
+    summary = results["01.1"].summary
+    assert "tinyllm/mathy.py:25" in summary and "NameError: name 'this'" in summary, summary
+
+
+def test_a_syntax_error_in_the_students_file_names_file_line_and_source(tmp_path, capsys):
+    broken = MATHY.replace("return 2 * x", "return 2 * x)")
+    repo = make_repo(tmp_path / "r", mathy=broken)
+    assert check("01.1", root=repo) is False
+    out = capsys.readouterr().out
+    assert "your code does not run" in out and "tinyllm/mathy.py:7: SyntaxError" in out, out
+    assert "return 2 * x)" in out and "tests/test_mathy.py" not in out
 
 
 def test_grade_cli_writes_results_json(repo, tmp_path, capsys):
@@ -300,3 +311,85 @@ def test_check_in_a_notebook_kernel_shows_markdown(repo):
     assert "**Exercise 01.2: Accumulate**" in shown["text/markdown"]
     assert "✗ test_add" in shown["text/plain"]
     assert nb.cells[0].outputs[-1]["data"]["text/plain"] == "False"
+
+
+# ---------------------------------------------------------------------------- which tree
+def test_check_refuses_when_the_imported_tinyllm_is_another_tree(repo, monkeypatch, capsys):
+    from tinyllm.course.project import CourseError, environment, imported_root, resolve_root
+
+    monkeypatch.chdir(repo / "tinyllm")  # inside the toy project, but this process imports ours
+    with pytest.raises(CourseError) as info:
+        resolve_root()
+    msg = str(info.value)
+    assert str(repo) in msg and str(imported_root()) in msg and 'pip install -e ".[course]"' in msg
+    with pytest.raises(CourseError):
+        check("01.1")
+    env = environment()
+    assert env["ok"] is False and env["project"] == repo.resolve()
+    assert cli.main(["grade", "--lesson", "01"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(repo) in err and len(err.splitlines()) == 1
+
+
+def test_the_project_around_the_working_directory_is_graded(repo, tmp_path, monkeypatch):
+    from tinyllm.course.project import environment, imported_root, resolve_root
+
+    monkeypatch.chdir(imported_root() / "lessons")  # a kernel's working directory
+    assert resolve_root() == imported_root() and environment()["ok"]
+    monkeypatch.chdir(tmp_path)  # in no project: the imported tree
+    assert resolve_root() == imported_root()
+    assert resolve_root(repo) == repo.resolve()  # an explicit tree: graded as asked
+
+
+def test_grade_one_exercise(repo, capsys):
+    assert cli.main(["grade", "--root", str(repo), "--exercise", "01.1"]) == 0
+    out = capsys.readouterr().out
+    assert "01.1" in out and "01.2" not in out and "Total: 2/2 points" in out
+
+
+def test_course_help_and_errors_without_pytest():
+    import subprocess
+
+    from tinyllm.course.registry import REPO_ROOT
+
+    block = ("import sys\nclass Block:\n    def find_spec(self, name, *a):\n"
+             "        if name.split('.')[0] in ('pytest', '_pytest'):\n"
+             "            raise ImportError('blocked')\nsys.meta_path.insert(0, Block())\n"
+             "from tinyllm.cli import main\n")
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-c", block + f"sys.exit(main({list(args)!r}))"], cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120)
+    helped = run("course", "--help")
+    assert helped.returncode == 0 and "grade" in helped.stdout, helped.stderr
+    graded = run("course", "grade", "--exercise", "02.1")
+    assert graded.returncode == 2 and "pytest" in graded.stderr and "Traceback" not in \
+        graded.stderr, graded.stderr
+
+
+def test_failure_messages_are_the_assertions_own(tmp_path, capsys):
+    tests = TESTS.replace(
+        'assert a.add(2) == 2, "adding 2 to an empty accumulator"',
+        'import numpy as np\n    got = np.arange(300.0)\n'
+        '    assert np.allclose(got, 0), f"total: expected 300 zeros, got {got.tolist()}"')
+    repo = make_repo(tmp_path / "r", tests=tests)
+    assert check("01.2", root=repo) is False
+    out = capsys.readouterr().out
+    assert "total: expected 300 zeros" in out and "299.0]" in out  # in full, not cut
+    assert "assert False" not in out and "where" not in out and "Traceback" not in out
+
+
+def test_verify_order_finds_a_test_that_needs_a_later_exercise(tmp_path):
+    solved = MATHY.replace(
+        'def square(x):\n    raise NotImplementedError("Exercise 01.3: Square. See lessons/01_intro.ipynb")',
+        "def square(x):\n    # BEGIN SOLUTION\n    return x * x\n    # END SOLUTION").replace(
+        "v + 1  # wrong on purpose", "v")
+    tests = TESTS + textwrap.dedent('''
+
+        @pytest.mark.exercise("01.1")
+        def test_double_of_a_square():
+            assert double(square(2)) == 8
+    ''')
+    repo = make_repo(tmp_path / "r", mathy=solved, tests=tests)
+    problems, _ = verify_order(repo, workers=2, timeout=30)
+    assert problems == ["exercise 01.1: tests/test_mathy.py::test_double_of_a_square fails with "
+                        "every later exercise stubbed: needs exercise 01.3, which comes later"]

@@ -84,7 +84,10 @@ def test_data_dir_first_and_missing_tang(isolated, tmp_path, monkeypatch):
     d.mkdir()
     (d / "fake.txt").write_text("from the data dir")
     monkeypatch.setenv("TINYLLM_DATA_DIR", str(d))
-    assert load_corpus("fake") == "from the data dir"
+    # found first, checked as a download is, and refused: it is not the expected file
+    with pytest.raises(corpora.CorpusError, match=r"fake.txt is not the fake corpus.*17 bytes"):
+        load_corpus("fake")
+    assert load_corpus("fake", verify=False) == "from the data dir"
     with pytest.raises(FileNotFoundError) as e:
         corpus_path("tang_poems")
     msg = str(e.value)
@@ -106,6 +109,53 @@ def test_malformed_and_empty_files(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="e.txt is empty"):
         corpora.read_text_file(empty)
+
+
+def test_malformed_corpora_raise_corpus_error(tmp_path):
+    """Every problem of a corpus file is a CorpusError (the CLI prints it as one line)."""
+    bad = tmp_path / "tang_poems.tsv"
+    for content, words in [(b"author\ttitle\ttext\na\tb\n", "line 2"),
+                           (b"", "empty"), (b"poet,title,text\n", "header"),
+                           (b"author\ttitle\ttext\n\xff\xfe\n", "not UTF-8"),
+                           (b"author\ttitle\ttext\n", "no poems")]:
+        bad.write_bytes(content)
+        with pytest.raises(corpora.CorpusError, match=words):
+            load_tang_poems(bad)
+    txt = tmp_path / "t.txt"
+    txt.write_bytes(b" \n")
+    with pytest.raises(corpora.CorpusError, match="t.txt is empty"):
+        load_corpus("tinyshakespeare", path=txt)
+
+
+@pytest.fixture
+def fake_mirror(tmp_path, monkeypatch):
+    """A TINYLLM_DATA_DIR holding a copy of the corpus 'fake' (its size and SHA-256 known)."""
+    payload = "".join(f"line {i}: some text of the corpus\n" for i in range(200)).encode()
+    monkeypatch.setitem(CORPORA, "fake", CorpusInfo(
+        "fake", "fake.txt", hashlib.sha256(payload).hexdigest(), len(payload), None, "by hand"))
+    monkeypatch.setenv("TINYLLM_DATA_DIR", str(tmp_path))
+    (tmp_path / "fake.txt").write_bytes(payload)
+    return tmp_path / "fake.txt", payload
+
+
+def test_a_truncated_local_corpus_is_refused(fake_mirror):
+    path, payload = fake_mirror
+    assert load_corpus("fake") == payload.decode()
+    path.write_bytes(payload[:-100])
+    with pytest.raises(corpora.CorpusError) as e:
+        load_corpus("fake")
+    msg = str(e.value)
+    assert str(path) in msg and f"{len(payload) - 100:,} bytes, expected {len(payload):,}" in msg
+    assert "verify_corpus=false" in msg and "corpus_path=" in msg
+    assert load_corpus("fake", verify=False) == payload[:-100].decode()  # the flag to skip
+
+
+def test_an_altered_local_corpus_of_the_right_size_is_refused(fake_mirror):
+    path, payload = fake_mirror
+    path.write_bytes(payload.replace(b"line 7:", b"LINE 7:"))
+    with pytest.raises(corpora.CorpusError, match=r"fake.txt.*SHA-256 is [0-9a-f]{64}, expected"):
+        corpus_path("fake")
+    assert load_corpus("fake", path=path).startswith("line 0")  # one's own file: unchecked
 
 
 def test_real_corpora_checksums():

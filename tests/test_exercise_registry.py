@@ -40,6 +40,18 @@ def test_every_exercise_marker_is_registered(exercise_tests):
     assert not stray, f"tests marked with exercise ids missing from exercises.json: {stray}"
 
 
+def test_check_finds_the_test_files_of_each_exercise(exercise_tests):
+    """check() collects only the files whose text carries the exercise's marker: that quick
+    search must find every file that collection finds."""
+    from tinyllm.course.grade import test_files_for
+
+    for ex_id, nodes in exercise_tests.items():
+        collected = {n.split("::")[0] for n in nodes}
+        missing = collected - set(test_files_for(REPO_ROOT, [ex_id]))
+        assert not missing, f"exercise {ex_id}: tests in {missing} are not found by the marker " \
+                            "search (mark them @pytest.mark.exercise(\"LL.N\"))"
+
+
 def test_registered_lessons_are_consistent():
     for ex in load_registry():
         assert ex.lesson.startswith(ex.lesson_number + "_"), ex

@@ -135,7 +135,7 @@ def test_19_2_forward(rng):
 
 @ex("19.2")
 def test_19_2_backward(rng):
-    shape = (int(rng.integers(1, 4)), int(rng.integers(2, 7)))
+    shape = (int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(2, 7)))
     x = rng.standard_normal(shape) + 0.7
     w = rng.standard_normal(shape[-1])
     eps = float(rng.uniform(1e-3, 0.3))
@@ -147,7 +147,7 @@ def test_19_2_backward(rng):
     close(gx, r * (g - xhat * (g * xhat).mean(-1, keepdims=True)),
           f"RMSNorm backward dx for shape {shape}, eps={eps:.3f}: r (g - xhat mean(g xhat)), "
           "g = dy w (LayerNorm's - mean(g) term is not there)")
-    close(gw, (gy * xhat).sum(0), "RMSNorm backward dw = sum of dy * xhat")
+    close(gw, (gy * xhat).reshape(-1, shape[-1]).sum(0), "RMSNorm backward dw = sum of dy * xhat")
     want = fd_grads(lambda a, b: RMSNorm(eps=eps)(a, b), [x, w], gy)
     xt, wt = tl.tensor(x, requires_grad=True), tl.tensor(w, requires_grad=True)
     RMSNorm(eps=eps)(xt, wt).backward(gy)
@@ -218,6 +218,8 @@ def test_19_4_backward(rng):
     close(g_up, gy * gate * s, "d swiglu / d up = dy * silu(gate)")
     _, (g_gate, g_up) = run(SwiGLU(), gate, up, gy=gy, needs=(False, True))
     assert g_gate is None, "SwiGLU.backward should return None for an input with needs_grad False"
+    _, (g_gate, g_up) = run(SwiGLU(), gate, up, gy=gy, needs=(True, False))
+    assert g_up is None, "SwiGLU.backward should return None for an input with needs_grad False"
     want = fd_grads(lambda a, b: SwiGLU()(a, b), [gate, up], gy)
     at, bt = tl.tensor(gate, requires_grad=True), tl.tensor(up, requires_grad=True)
     SwiGLU()(at, bt).backward(gy)

@@ -193,18 +193,23 @@ def test_mlp_loss_falls_on_tiny_shakespeare():
     assert end < 2.6, f"after 300 steps the MLP LM should beat 2.6 nats, got {end:.3f}"
 
 
-def test_demo_main_runs_on_a_file(tmp_path, capsys, rng):
+def test_demo_main_runs_the_trainer_on_a_file(tmp_path, capsys, rng):
+    """``tinyllm demo`` is a run of the trainer: a run folder, the trainer's evaluations, the
+    counting-bigram reference first and a sample at the end."""
     from tinyllm.demo import main
 
     path = tmp_path / "tiny.txt"
     path.write_text(markov_text(rng, 3000), encoding="utf-8")
     assert main(["--corpus-path", str(path), "--steps", "60", "--model", "bigram",
-                 "--sample-chars", "40"]) == 0
+                 "--sample-chars", "40", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
     assert out.count("val loss") >= 5 and "counting bigram" in out and "a sample" in out
+    assert (tmp_path / "b" / "model.safetensors").is_file()
     assert main(["--corpus-path", str(path), "--steps", "30", "--context", "3",
-                 "--eval-every", "10", "--sample-chars", "20"]) == 0
+                 "--eval-every", "10", "--sample-chars", "20", "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     assert "MLPLM" in out and out.count("val loss") >= 3
-    assert main(["--corpus-path", str(tmp_path / "missing.txt")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert main(["--corpus-path", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+    assert main(["--steps", "-1"]) == 2  # argparse, one line
+    assert "--steps: must be >= 0, got -1" in capsys.readouterr().err

@@ -167,6 +167,28 @@ def test_bad_config(tmp_path, edit, match):
         GPT.from_pretrained(_copy_fixture(tmp_path, edit_config=edit))
 
 
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: [1, 2, 3], r"config.json: holds a JSON list"),
+    (lambda c: {"n_layer": 2}, r"config.json: missing key 'vocab_size'"),
+    (lambda c: "not json", r"config.json: not valid JSON"),
+    (lambda c: {**c, "layer_norm_epsilon": "x"},
+     r"config.json: 'layer_norm_epsilon' must be a number, got 'x'"),
+    (lambda c: {**c, "n_embd": "48"}, r"config.json: 'n_embd' must be an integer, got '48' \(str\)"),
+    (lambda c: {**c, "n_head": True}, r"'n_head' must be an integer, got True"),
+    (lambda c: {**c, "add_cross_attention": True}, r"add_cross_attention=True are not supported"),
+])
+def test_a_bad_config_names_the_file_and_the_key(tmp_path, edit, match):
+    """The loader's own error type, never an AttributeError/KeyError/bare ValueError."""
+    from tinyllm.models.hf_config import HFCheckpointError
+
+    d = _copy_fixture(tmp_path)
+    new = edit(json.loads((d / "config.json").read_text()))
+    (d / "config.json").write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(HFCheckpointError, match=match) as info:
+        GPT.from_pretrained(d)
+    assert str(d / "config.json") in str(info.value)
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         GPT.from_pretrained(tmp_path)

@@ -333,7 +333,7 @@ def test_training_lowers_the_loss_and_gradients_flow_everywhere(rng):
 
 
 def test_trainer_preset_matches_gpt_size_and_trains(tmp_path, monkeypatch):
-    from tinyllm.train.config import ConfigError
+    from tinyllm.train.config import ConfigError, apply_overrides
     from tinyllm.train.presets import preset_config
     from tinyllm.train.tasks import build_task
     from tinyllm.train.trainer import load_run, train
@@ -342,7 +342,8 @@ def test_trainer_preset_matches_gpt_size_and_trains(tmp_path, monkeypatch):
     data.mkdir()
     (data / "tinyshakespeare.txt").write_text("To be, or not to be, that is the question.\n" * 80)
     monkeypatch.setenv("TINYLLM_DATA_DIR", str(data))
-    llama, gpt = (build_task(preset_config(n).finalize().validate()).model
+    own = {"verify_corpus": False}  # a corpus of its own under the corpus's name
+    llama, gpt = (build_task(apply_overrides(preset_config(n), own).finalize().validate()).model
                   for n in ("baby-llama", "baby-shakespeare"))
     assert isinstance(llama, Llama) and isinstance(gpt, GPT)
     assert abs(llama.num_parameters() / gpt.num_parameters() - 1) < 0.02  # same size, same run:
@@ -350,7 +351,7 @@ def test_trainer_preset_matches_gpt_size_and_trains(tmp_path, monkeypatch):
         assert getattr(preset_config("baby-llama"), key) == getattr(preset_config("baby-shakespeare"), key)
     tiny = {"n_layer": "1", "n_embd": "16", "block_size": "8", "batch_size": "2", "max_iters": "3",
             "eval_iters": "1", "eval_interval": "3", "log_interval": "1", "warmup_iters": "1",
-            "sample_chars": "5", "model_args.intermediate_size": "24"}
+            "sample_chars": "5", "model_args.intermediate_size": "24", "verify_corpus": "false"}
     result = train(preset_config("baby-llama"), overrides=tiny, out=tmp_path / "run", mode="quiet")
     assert result.step == 3 and np.isfinite(result.best_val_loss) and len(result.samples) == 1
     cfg, task, _ = load_run(tmp_path / "run")  # what `tinyllm eval` and `sample` rebuild

@@ -5,9 +5,11 @@
   ``tinyllm/course/exercises.json``; ``test_notebook_checks_its_exercises`` (fast): every
   exercise registered for a notebook has a ``check`` cell in it.
 * ``test_notebook_runs`` (slow): executes each notebook with nbclient in *fast mode*
-  (``TINYLLM_FAST=1``: the notebooks shrink their loops), kernel ``python3``, working
-  directory ``lessons/``, ``MPLBACKEND=Agg``; a failure shows the failing cell's source and
-  error. New notebooks in ``lessons/`` are picked up automatically.
+  (``TINYLLM_FAST=1``: the notebooks shrink their loops), kernel ``python3``, ``MPLBACKEND=Agg``,
+  in a copy of the repository where every package exercise of a *later* lesson is stubbed
+  (lesson order: no cell of lesson N needs what a student writes after it), working directory
+  that copy's ``lessons/``; a failure shows the failing cell's source and error. New notebooks
+  in ``lessons/`` are picked up automatically.
 
 The notebooks need the reference solutions (their exercise cells hold them), so the run test
 skips in the student edition.
@@ -88,29 +90,36 @@ def test_notebook_checks_its_exercises(path):
                          f"(add `check(\"{missing[0]}\")` where the lesson asks for it)")
 
 
-def _exercise_test_files(notebook: dict) -> list[str]:
-    """Test files holding the exercise tests that the notebook's check() calls run.
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_starts_with_autoreload(path):
+    """Edits of the package reach the notebook: the first code cell loads autoreload."""
+    first = next(_source(c) for c in _load(path)["cells"] if c["cell_type"] == "code")
+    assert "%load_ext autoreload" in first and "%autoreload 2" in first, (
+        f"{path.name}: the first code cell must be `%load_ext autoreload` and `%autoreload 2`")
 
-    ``check`` collects the whole test suite for every call (seconds each); in CI the kernel
-    gets ``PYTEST_ADDOPTS`` naming only the files that mention the exercise ids, so each check
-    collects just those. The result is the same: the checks select their tests by marker.
-    """
-    ids = {i for c in notebook["cells"] if c["cell_type"] == "code"
-           for i in CHECK_RE.findall(_source(c))}
-    if not ids:
-        return []
-    files = []
-    for f in sorted((ROOT / "tests").glob("test_*.py")):
-        text = f.read_text(encoding="utf-8")
-        if "pytest.mark.exercise" in text and any(f'"{i}"' in text or f"'{i}'" in text
-                                                  for i in ids):
-            files.append(f.relative_to(ROOT).as_posix())
-    return files
+
+def _lesson(path: Path) -> str:
+    return path.name[:2]
+
+
+@pytest.fixture(scope="module")
+def lesson_tree():
+    """One copy of the repository in which a notebook runs with every exercise of a later
+    lesson stubbed, as a student who has done the lessons up to it has it."""
+    from tinyllm.course.grade import registry_for
+    from tinyllm.course.trees import Trees
+
+    registry = registry_for(ROOT)
+    trees = Trees(ROOT, registry, count=1)
+    try:
+        yield trees, registry
+    finally:
+        trees.close()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs(path, monkeypatch):
+def test_notebook_runs(path, monkeypatch, lesson_tree):
     nbformat = pytest.importorskip("nbformat", reason="running the notebooks needs nbformat")
     nbclient = pytest.importorskip("nbclient", reason="running the notebooks needs nbclient")
     pytest.importorskip("ipykernel", reason="running the notebooks needs ipykernel")
@@ -123,17 +132,17 @@ def test_notebook_runs(path, monkeypatch):
     if (ROOT / "STUDENT.md").is_file():
         pytest.skip("student edition: the notebooks need the exercise solutions to run")
 
-    nb = nbformat.read(path, as_version=4)
+    trees, registry = lesson_tree
+    tree = trees.all[0]
+    later = [ex.id for ex in registry if ex.lesson_number > _lesson(path)]
+    trees.set_state(tree, stubbed=later)
+    nb = nbformat.read(tree.path / "lessons" / path.name, as_version=4)
     monkeypatch.setenv("TINYLLM_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    files = _exercise_test_files(nb)
-    if files:
-        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(
-            [os.environ.get("PYTEST_ADDOPTS", ""), *files]).strip())
+        [str(tree.path)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                                     resources={"metadata": {"path": str(LESSONS)}})
+                                     resources={"metadata": {"path": str(tree.path / "lessons")}})
     failure = None
     try:
         client.execute()

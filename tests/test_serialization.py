@@ -227,6 +227,13 @@ def test_header_not_json_or_not_object(tmp_path):
     _assert_bad(p, "not valid UTF-8 JSON")
 
 
+def test_a_deeply_nested_header_is_a_safetensors_error(tmp_path):
+    """100,000 nested lists: json raises RecursionError, which must not escape the checks."""
+    deep = b'{"w": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    p = _raw_file(tmp_path / "bomb.safetensors", deep)
+    _assert_bad(p, "nests JSON too deeply")
+
+
 def test_bad_entries(tmp_path):
     cases = [
         ({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, 2,

@@ -3,7 +3,13 @@
 * the student edition imports everywhere the repository does, and fails every exercise test;
 * ``tinyllm course grade --json`` in it reports a score of 0;
 * it is deterministic;
-* with each exercise alone stubbed, all of that exercise's tests fail (``verify_stubs``).
+* lesson order and stub honesty (``verify_order``): with every exercise after LL.N stubbed, LL.N's
+  tests pass; with LL.N stubbed too, they all fail;
+* a sample of the mutation check (``tinyllm.course.mutants``): every sampled mutant of every
+  exercise, and every named mistake, fails its exercise's tests (the full run's figures are in
+  docs/mutation.md);
+* its README gives the steps to the first green check, and a student who solved some exercises
+  scores exactly their points.
 """
 
 import json
@@ -12,9 +18,10 @@ import sys
 
 import pytest
 
-from tinyllm.course.grade import run_exercise_tests, verify_stubs
+from tinyllm.course.grade import run_exercise_tests
 from tinyllm.course.registry import REPO_ROOT, load_registry, package_regions
 from tinyllm.course.student import INSTRUCTOR_ONLY, build_student_edition
+from tinyllm.course.verify import verify_order
 
 pytestmark = pytest.mark.slow
 
@@ -88,10 +95,60 @@ def test_student_edition_is_deterministic(tmp_path):
     assert trees[0].keys() == trees[1].keys() and trees[0] == trees[1]
 
 
-def test_each_exercise_alone_stubbed_fails_its_tests():
-    problems, seconds = verify_stubs(REPO_ROOT, workers=2, timeout=60)
-    print(f"stub check of {len(load_registry())} exercises: {seconds:.1f} s")
+def test_lesson_order_and_stub_honesty():
+    problems, seconds = verify_order(REPO_ROOT, workers=2, timeout=60)
+    print(f"lesson order and stub honesty of {len(load_registry())} exercises: {seconds:.1f} s")
     assert not problems, "\n".join(problems)
+
+
+def test_a_sample_of_mutants_is_killed():
+    import os
+    import secrets
+
+    from tinyllm.course.mutants import all_mutants, format_report, run_mutants, sample
+
+    mutants, problems = all_mutants(REPO_ROOT)
+    assert not problems, problems  # a named mutant that no longer applies
+    pick = int(os.environ.get("TINYLLM_MUTANT_SEED", secrets.randbelow(10**6)))
+    chosen = sample(mutants, 1, pick)
+    seed = int(os.environ.get("TINYLLM_TEST_SEED", secrets.randbelow(2**31)))
+    report = run_mutants(REPO_ROOT, chosen, seeds=[seed], workers=2)
+    text = format_report(report)
+    print(text)
+    bad = report.survivors() + [o for o in report.outcomes if o.status == "error"]
+    assert not bad and not report.baseline_failures, (
+        f"mutants not killed (replay: TINYLLM_MUTANT_SEED={pick} TINYLLM_TEST_SEED={seed}; "
+        f"`tinyllm course verify --mutants --exercise ID` runs all of an exercise's):\n{text}")
+
+
+def test_student_readme_gives_the_steps(student):
+    readme = (student / "README.md").read_text()
+    for step in ("python3 -m venv .venv", 'pip install -e ".[course]"', "jupyter lab",
+                 "tinyllm course check 02.1", "tinyllm course grade"):
+        assert step in readme, step
+    assert (student / "STUDENT.md").is_file()
+    assert not (student / "tinyllm" / "course" / "mutants.json").exists()
+
+
+def test_a_student_scores_exactly_what_they_solved(student, tmp_path):
+    """Two exercises put back (as a student would write them): those score, nothing else."""
+    import shutil
+
+    from tinyllm.course.grade import grade
+    from tinyllm.course.trees import Trees
+
+    mine = tmp_path / "mine"
+    shutil.copytree(student, mine)
+    registry = load_registry()
+    solved = ["02.1", "03.6"]
+    with Trees(REPO_ROOT, registry, count=1) as trees:
+        later = [ex.id for ex in registry if ex.id not in solved]
+        for rel in sorted({f for e in solved for f in trees.owner_files[e]}):
+            (mine / rel).write_text(trees.text(rel, later))
+    results = grade(mine, lessons=["02", "03"], timeout=60)
+    scores = {r.exercise.id: r.score for r in results}
+    assert scores == {ex.id: (ex.points if ex.id in solved else 0) for ex in registry
+                      if ex.lesson_number in ("02", "03")}, scores
 
 
 def test_student_edition_lints_clean(student):

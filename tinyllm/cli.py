@@ -8,19 +8,31 @@
     tinyllm eval --ckpt DIR
     tinyllm bench ... | tinyllm course ... | tinyllm demo ...
 
-Exit status: 0 done; 1 training stopped (the loss diverged); 2 bad input (unknown preset or
-key, wrong type, unusable device, damaged run folder, missing corpus); 130 interrupted (Ctrl-C,
-after saving a checkpoint).
+Every error a user can cause is one line on stderr, ``tinyllm: error: ...``, naming the file,
+flag or key and what to do; ``--debug`` (before or after the command, or ``TINYLLM_DEBUG=1``)
+shows the Python traceback instead.
+
+Exit status: 0 done; 1 training stopped (the loss diverged, or stopped being finite); 2 bad input
+or environment (unknown preset or key, wrong type, unusable device, damaged, full or read-only
+run folder, missing or altered corpus, bad weight or tokenizer file); 3 an internal error (a bug
+in tinyllm: please report it with the --debug traceback); 130 interrupted (Ctrl-C, after saving
+a checkpoint).
+
+Extending: a new command is a ``_cmd_NAME(args)`` function, its sub-parser in ``_parser`` and
+one entry in ``COMMANDS`` (or, for a command with its own module and ``main(argv)``, one entry
+in ``DELEGATES``); an error type of a new module that users can cause goes in ``user_errors``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "guarded", "parse", "ArgumentParser", "positive_int", "non_negative_int"]
 
 DELEGATES = {  # sub-command -> (module, what it is)
     "bench": ("tinyllm.bench", "the benchmark suite"),
@@ -30,14 +42,56 @@ DELEGATES = {  # sub-command -> (module, what it is)
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``tinyllm train: error: argument --max-iters:
+    invalid int value: 'x' (see tinyllm train --help)``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str, least: int) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be {'positive' if least else '>= 0'}, got {n}")
+    return n
+
+
+def parse(parser: argparse.ArgumentParser, argv):
+    """``parser.parse_args(argv)``, or the exit status argparse chose (2 for an error after
+    its one line, 0 after --help), so that ``main(argv)`` always returns a status."""
+    try:
+        return parser.parse_args(argv), None
+    except SystemExit as e:
+        return None, int(e.code or 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _count(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _count(text, 0)
+
+
 def _parser() -> argparse.ArgumentParser:
     from tinyllm.train.presets import PRESETS
 
-    p = argparse.ArgumentParser(prog="tinyllm", description="tinyllm: train, sample and "
-                                "evaluate small language models on a NumPy autograd engine")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error")
+    p = ArgumentParser(prog="tinyllm", parents=[debug], description="tinyllm: train, sample "
+                       "and evaluate small language models on a NumPy autograd engine")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=ArgumentParser)
 
-    t = sub.add_parser("train", help="train a model (a preset, a JSON config, --set overrides)",
+    t = sub.add_parser("train", parents=[debug],
+                       help="train a model (a preset, a JSON config, --set overrides)",
                        description="presets: " + "; ".join(f"{k}: {v['about']}"
                                                            for k, v in PRESETS.items()))
     t.add_argument("--preset", help=f"one of {', '.join(sorted(PRESETS))}")
@@ -51,15 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init", metavar="RUN", help="start from the weights of the run in RUN "
                    "(fine-tuning, e.g. --preset tang-sft --init runs/tang-char)")
     t.add_argument("--device", help="cpu or cuda")
-    t.add_argument("--max-iters", type=int, help="number of training steps")
+    t.add_argument("--max-iters", type=non_negative_int, help="number of training steps")
     t.add_argument("--seed", type=int)
-    t.add_argument("--sample-chars", type=int, help="characters sampled at the end (LM; 0: none)")
+    t.add_argument("--sample-chars", type=non_negative_int,
+                   help="characters sampled at the end (LM; 0: none)")
     t.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
 
-    s = sub.add_parser("sample", help="generate text from a trained run")
+    s = sub.add_parser("sample", parents=[debug], help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
     s.add_argument("--prompt", default="", help="text to continue (default: a newline)")
-    s.add_argument("--max-new-tokens", type=int, default=300)
+    s.add_argument("--max-new-tokens", type=non_negative_int, default=300)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-k", type=int, default=200)
     s.add_argument("--top-p", type=float, default=None)
@@ -68,15 +123,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="sample from the distribution (default)")
     g.add_argument("--greedy", dest="do_sample", action="store_false",
                    help="always take the most likely token (or beam search with --num-beams)")
-    s.add_argument("--num-beams", type=int, default=1,
+    s.add_argument("--num-beams", type=positive_int, default=1,
                    help="beam search with this many beams (deterministic: implies --greedy)")
-    s.add_argument("--num-return-sequences", type=int, default=1)
+    s.add_argument("--num-return-sequences", type=positive_int, default=1)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default=None)
 
-    e = sub.add_parser("eval", help="train/validation loss and task metrics of a run")
+    e = sub.add_parser("eval", parents=[debug],
+                       help="train/validation loss and task metrics of a run")
     e.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
-    e.add_argument("--eval-iters", type=int, default=None, help="batches per split")
+    e.add_argument("--eval-iters", type=positive_int, default=None,
+                   help="batches per split (default: the run's eval_iters)")
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -102,7 +159,10 @@ def _delegate(name: str, argv) -> int:
     fn = getattr(mod, "main", None)
     if fn is None:
         return _error(f"'tinyllm {name}': {module} has no main(argv)")
-    code = fn(list(argv))
+    try:
+        code = fn(list(argv))
+    except SystemExit as e:  # argparse inside the delegate: it has printed its one line
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     return int(code or 0)
 
 
@@ -189,22 +249,40 @@ def _cmd_eval(args) -> int:
 COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATES:
-        return _delegate(argv[0], argv[1:])
-    args = _parser().parse_args(argv)
+def user_errors() -> tuple:
+    """The exception types that mean bad input or a bad file (exit status 2, one line)."""
+    from tinyllm.data.corpora import CorpusError
+    from tinyllm.models.hf_config import HFCheckpointError
     from tinyllm.serialization import SafetensorsError
+    from tinyllm.tokenizers.base import TokenizerError
     from tinyllm.train.checkpoint import CheckpointError
     from tinyllm.train.config import ConfigError
+
+    return (ConfigError, CheckpointError, SafetensorsError, TokenizerError, CorpusError,
+            HFCheckpointError)
+
+
+def os_message(e: OSError) -> str:
+    """One line for a file-system error: the file, the reason, what to do."""
+    what = f"{e.filename}: " if e.filename else ""
+    hint = {errno.ENOSPC: "free some space and try again",
+            errno.EROFS: "the file system is read-only: use a writable folder",
+            errno.EACCES: "permission denied: use a folder you can write to",
+            errno.ENOENT: "no such file or folder: check the path"}.get(e.errno, "")
+    reason = e.strerror or str(e)
+    if isinstance(e, FileNotFoundError) and not e.filename:  # tinyllm's own: says what to do
+        return str(e)
+    return f"{what}{reason}" + (f" ({hint})" if hint and hint not in reason else "")
+
+
+def guarded(fn, debug: bool = False) -> int:
+    """Run ``fn()`` (a command), turning every error into one line and an exit status."""
     from tinyllm.train.trainer import TrainingDiverged, TrainingInterrupted
 
+    if debug or os.environ.get("TINYLLM_DEBUG") == "1":
+        return int(fn() or 0)
     try:
-        return COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError, SafetensorsError) as e:
-        return _error(str(e))
-    except FileNotFoundError as e:  # a corpus that is not there (the message says how to get it)
-        return _error(str(e))
+        return int(fn() or 0)
     except TrainingDiverged as e:
         return _error(str(e), 1)
     except TrainingInterrupted as e:
@@ -213,6 +291,29 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tinyllm: interrupted", file=sys.stderr)
         return 130
+    except user_errors() as e:
+        return _error(str(e))
+    except OSError as e:
+        return _error(os_message(e))
+    except RecursionError:
+        return _error("input nested too deeply to be read (a damaged or hostile file?); rerun "
+                      "with --debug to see where", 2)
+    except Exception as e:  # noqa: BLE001 - a bug: one line, and how to see the rest
+        return _error(f"internal error {type(e).__name__}: {str(e).rstrip('.')}. This is a bug "
+                      "in tinyllm; rerun with --debug for the traceback and report it", 3)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    if debug:
+        argv = argv[1:]
+    if argv and argv[0] in DELEGATES:
+        return guarded(lambda: _delegate(argv[0], argv[1:]), debug)
+    args, status = parse(_parser(), argv)
+    if args is None:
+        return status
+    return guarded(lambda: COMMANDS[args.command](args), debug or getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

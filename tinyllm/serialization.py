@@ -175,6 +175,9 @@ def _read_header(f, path, file_size):
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         fail(f"the header is not valid UTF-8 JSON ({e})")
+    except RecursionError:  # a safetensors header is two levels deep; this one is a bomb
+        fail("the header nests JSON too deeply to be a safetensors header (tensor entries are "
+             "flat objects); the file is damaged or was made to break readers")
     if not isinstance(header, dict):
         fail(f"the header is JSON but not an object (got {type(header).__name__})")
 

@@ -27,13 +27,16 @@ DEFAULT_SUITES = "gpt,gpt-solo,mlp,generate,bpe,memory,matmul,malloc"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinyllm bench", description=__doc__.splitlines()[0])
+    from tinyllm.cli import ArgumentParser, non_negative_int, positive_int  # one-line errors
+
+    p = ArgumentParser(prog="tinyllm bench", description=__doc__.splitlines()[0])
     p.add_argument("--suite", default=DEFAULT_SUITES,
                    help=f"comma-separated suites (default: {DEFAULT_SUITES})")
-    p.add_argument("--rounds", type=int, default=None,
+    p.add_argument("--rounds", type=positive_int, default=None,
                    help="timed rounds per suite (default 30; --quick 3)")
-    p.add_argument("--warmup", type=int, default=None, help="discarded rounds (default 3)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--warmup", type=non_negative_int, default=None,
+                   help="discarded rounds (default 3)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="BLAS and PyTorch threads (default: the usable cores)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda: tinyllm on CuPy against PyTorch CUDA")

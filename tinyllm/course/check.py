@@ -1,31 +1,40 @@
 """``tinyllm.course.check("02.3")``: run one exercise's tests from a notebook, report kindly.
 
-The tests run in a fresh pytest process in the tree that this ``tinyllm`` was imported from, so
-an edited file is always tested as it is on disk, however stale the notebook kernel's modules.
-The report lists each test with a tick or a cross; a failure shows its message trimmed to a few
-lines (never a traceback) and the exercise's hint. In IPython it is shown as Markdown.
+The tests run in a fresh pytest process in the project you work in (the one around the working
+directory: a notebook in ``<project>/lessons`` grades ``<project>``), so an edited file is always
+tested as it is on disk, however stale the notebook kernel's modules. When the kernel imports
+``tinyllm`` from another tree, ``check`` refuses (``CourseError``, naming both trees): the demo
+cells would run that tree's code. The report lists each test with a tick or a cross; a failure
+shows its message in full (never a traceback), the seed of its random cases, and the
+exercise's hint; a file of yours that does not compile or import is named with its line.
+In IPython the report is shown as Markdown.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from tinyllm.course.grade import (
+    _STUB_RE,
+    ExerciseResult,
+    registry_for,
+    run_exercise_tests,
+    test_files_for,
+)
+from tinyllm.course.project import resolve_root
 
-from tinyllm.course.grade import _STUB_RE, ExerciseResult, registry_for, run_exercise_tests
-
-ROOT = Path(__file__).resolve().parents[2]
+MAX_LINES = 40  # of one failure's message
 
 
 def check(exercise_id: str, *, timeout: float = 60, root=None, show: bool = True) -> bool:
-    """Run the tests of exercise ``exercise_id``; show a short report; True when all pass."""
-    root = Path(root) if root else ROOT
+    """Run the tests of exercise ``exercise_id``; show a short report; True when all pass.
+
+    ``root`` grades that tree instead of the project around the working directory.
+    """
+    root = resolve_root(root)
     registry = registry_for(root)
     ex = registry[str(exercise_id)]
     # collect only the test files that mention this exercise: collecting the whole suite
     # (PyTorch comparisons included) would cost many seconds per check
-    marker = re.compile(r"exercise\(\s*[\"']" + re.escape(ex.id) + r"[\"']")
-    files = sorted(str(f.relative_to(root)) for f in (root / "tests").glob("test_*.py")
-                   if marker.search(f.read_text(encoding="utf-8")))
+    files = test_files_for(root, [ex.id])
     run = run_exercise_tests(root, [ex.id], timeout=timeout, extra_args=files)
     result = ExerciseResult(ex, run.for_exercise(ex.id), run)
     if show:
@@ -38,6 +47,11 @@ def report(result: ExerciseResult, registry) -> tuple[str, str]:
     ex, tests = result.exercise, result.tests
     n_pass = sum(t.outcome == "passed" for t in tests)
     head = f"Exercise {ex.id}: {ex.title}"
+    broken = result.broken_here()
+    if broken:
+        detail = "\n".join(b.describe() for b in broken)
+        return (f"{head}: your code does not run.\n" + _indent(detail, "  "),
+                f"**{head}**: your code does not run:\n\n```\n{detail}\n```")
     mine = _stubbed(tests, ex.id)
     if mine and len(mine) == len(tests):
         line = "edit " + ", ".join(t.replace(":", ": ", 1) for t in ex.targets)
@@ -79,26 +93,22 @@ def _explain(test, exercise_id, registry) -> str:
         other = m.group(1)
         title = registry[other].title if other in registry else ""
         return f"needs exercise {other} ({title}) first: it is not implemented yet"
-    if "Timeout" in msg and "pytest-timeout" in msg:
+    if msg.startswith("Timeout") or "Timeout" in msg and "pytest-timeout" in msg:
         return f"took too long ({first_sentence(msg)}): an endless loop?"
-    lines = [ln.rstrip()[:150] for ln in msg.splitlines() if ln.strip()]
-    if len(lines) > 8:
-        lines = lines[:8] + ["..."]
-    if test.crash_path and test.crash_line and "tests/" not in test.crash_path.replace("\\", "/"):
-        lines.append(f"(raised at {_short(test.crash_path)}:{test.crash_line})")
-    if test.seed is not None:
+    lines = [ln.rstrip() for ln in msg.splitlines() if ln.strip()]
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES] + [f"... ({len(lines) - MAX_LINES} more lines)"]
+    if test.seed is not None and "TINYLLM_TEST_SEED" not in msg:
         lines.append(f"(random seed {test.seed}: replay with TINYLLM_TEST_SEED={test.seed})")
     return "\n".join(lines) or "failed"
 
 
+def _indent(text: str, pad: str) -> str:
+    return "\n".join(pad + ln for ln in text.splitlines())
+
+
 def first_sentence(text: str) -> str:
     return text.splitlines()[0].strip() if text else ""
-
-
-def _short(path: str) -> str:
-    p = path.replace("\\", "/")
-    i = p.rfind("/tinyllm/")
-    return p[i + 1:] if i >= 0 else p
 
 
 def _show(texts) -> None:

@@ -3,32 +3,19 @@
 An exercise scores its points when at least one of its tests passed and none failed (skipped
 tests count neither way). Tests run in a separate pytest process in the tree being graded, with
 pytest-timeout's per-test ``--timeout`` so that an endless loop costs one test, not the run.
-
-``verify_stubs`` is the honesty check: with each exercise alone replaced by its stub, every test
-of that exercise must fail.
+A file of the package that does not compile or import is reported with its path and line
+(``Run.broken``), and every exercise whose tests it stops says so.
 """
 
 from __future__ import annotations
 
-import queue
 import re
-import shutil
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tinyllm.course.plugin import has_pytest_timeout, run_pytest
-from tinyllm.course.registry import (
-    PACKAGE,
-    REPO_ROOT,
-    Exercise,
-    Registry,
-    assign,
-    load_registry,
-    package_regions,
-)
+from tinyllm.course.registry import PACKAGE, REPO_ROOT, Exercise, Registry, load_registry
+from tinyllm.course.runner import has_pytest_timeout, run_pytest
 
 _STUB_RE = re.compile(r"NotImplementedError: Exercise (\d\d\.\d+)")
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
@@ -50,9 +37,32 @@ class TestResult:
 
 
 @dataclass
+class Broken:
+    """A file of the graded package that does not compile or import."""
+
+    path: str | None
+    line: int | None
+    message: str
+    source: str = ""
+    offset: int | None = None
+
+    def describe(self) -> str:
+        where = f"{self.path}:{self.line}" if self.path and self.line else (self.path or "")
+        out = f"{where}: {self.message}" if where else self.message
+        if self.source.strip():
+            src = self.source.rstrip()
+            out += f"\n    {src.strip()}"
+            if self.offset and self.offset > 0:
+                lead = len(src) - len(src.lstrip())
+                out += "\n    " + " " * max(self.offset - 1 - lead, 0) + "^"
+        return out
+
+
+@dataclass
 class Run:
     tests: dict = field(default_factory=dict)  # nodeid -> TestResult
     collect_errors: list = field(default_factory=list)  # (nodeid, message)
+    broken: list = field(default_factory=list)  # Broken
     returncode: int = 0
     output: str = ""
     seconds: float = 0.0
@@ -82,6 +92,9 @@ class ExerciseResult:
         if self.passed:
             return ""
         bad = [t for t in self.tests if t.outcome in ("failed", "error")]
+        mine = self.broken_here()
+        if mine:
+            return f"your code does not run: {first_line(mine[0].describe(), 140)}"
         if bad:
             m = _STUB_RE.search(bad[0].message or "")
             if m and m.group(1) == self.exercise.id:
@@ -91,10 +104,22 @@ class ExerciseResult:
             return f"{bad[0].name}: {first_line(bad[0].message)}"
         if self.tests:
             return f"all tests skipped: {first_line(self.tests[0].message)}"
+        if self.run.broken:
+            return f"your code does not run: {first_line(self.run.broken[0].describe(), 140)}"
         if self.run.collect_errors:
             node, msg = self.run.collect_errors[0]
             return f"no tests ran: {node} failed to import: {first_line(msg)}"
         return "no tests found for this exercise"
+
+    def broken_here(self) -> list:
+        """Broken files among this exercise's targets (or all, when no test could pass)."""
+        files = {t.split(":")[0] for t in self.exercise.targets}
+        mine = [b for b in self.run.broken if b.path in files]
+        if mine or not self.run.broken:
+            return mine
+        bad = [t for t in self.tests if t.outcome in ("failed", "error")]
+        return self.run.broken if (bad or not self.tests) and not any(
+            t.outcome == "passed" for t in self.tests) else []
 
 
 def first_line(text: str, width: int = 100) -> str:
@@ -108,10 +133,28 @@ def registry_for(root: str | Path) -> Registry:
     return load_registry(path if path.is_file() else None)
 
 
+def marker_pattern(exercise_ids) -> re.Pattern:
+    """Matches the marker of any of ``exercise_ids`` in a test file's text: the decorator
+    ``@pytest.mark.exercise("02.3")`` or an alias of it such as ``@ex("02.3")``."""
+    ids = "|".join(re.escape(str(e)) for e in exercise_ids)
+    return re.compile(r"\b(?:exercise|ex)\(\s*[\"'](?:" + ids + r")[\"']")
+
+
+def test_files_for(root, exercise_ids) -> list[str]:
+    """The test files (relative to ``root``) that mention an exercise marker of these ids, so
+    that a run for one exercise collects only those files, not the whole suite."""
+    root = Path(root)
+    marker = marker_pattern(exercise_ids)
+    return sorted(f.relative_to(root).as_posix() for f in (root / "tests").glob("test_*.py")
+                  if marker.search(f.read_text(encoding="utf-8")))
+
+
 def run_exercise_tests(root=REPO_ROOT, exercise_ids=(), lessons=(), timeout: float = 60,
                        env: dict | None = None, extra_args=()) -> Run:
     """Run the exercise tests of ``root`` (all, or those of some exercises or lessons)."""
-    args = ["-q", "-m", "exercise", "-o", "console_output_style=classic", *extra_args]
+    # hypothesis's plugin imports hypothesis at the end of every session (seconds): not needed
+    args = ["-q", "-m", "exercise", "-o", "console_output_style=classic",
+            "-p", "no:hypothesispytest", *extra_args]
     for e in exercise_ids:
         args += ["--exercise", e]
     for lesson in lessons:
@@ -127,6 +170,9 @@ def run_exercise_tests(root=REPO_ROOT, exercise_ids=(), lessons=(), timeout: flo
             run.tests[r["nodeid"]] = TestResult(r["nodeid"], r["exercises"])
         elif r["event"] == "collect_error":
             run.collect_errors.append((r["nodeid"], r["message"]))
+        elif r["event"] == "broken":
+            run.broken.append(Broken(r["path"], r["line"], r["message"], r.get("source") or "",
+                                     r.get("offset")))
         elif r["event"] == "test":
             t = run.tests.setdefault(r["nodeid"], TestResult(r["nodeid"], r["exercises"]))
             outcome = r["outcome"]
@@ -139,24 +185,37 @@ def run_exercise_tests(root=REPO_ROOT, exercise_ids=(), lessons=(), timeout: flo
     return run
 
 
-def grade(root=REPO_ROOT, lessons=(), timeout: float = 60,
-          registry: Registry | None = None) -> list[ExerciseResult]:
-    """Run the exercise tests of ``root`` and score every registered exercise (of ``lessons``)."""
+def grade(root=REPO_ROOT, lessons=(), timeout: float = 60, registry: Registry | None = None,
+          exercise_ids=()) -> list[ExerciseResult]:
+    """Run the exercise tests of ``root`` and score every registered exercise (of ``lessons``,
+    or only ``exercise_ids``)."""
     registry = registry if registry is not None else registry_for(root)
-    run = run_exercise_tests(root, lessons=lessons, timeout=timeout)
-    chosen = sorted((ex for ex in registry if not lessons or ex.lesson_number in lessons),
-                    key=lambda ex: tuple(int(x) for x in ex.id.split(".")))
+    ids = [registry[str(e)].id for e in exercise_ids]
+    extra = test_files_for(root, ids) if ids else ()
+    run = run_exercise_tests(root, exercise_ids=ids, lessons=lessons, timeout=timeout,
+                             extra_args=extra)
+    chosen = sorted((ex for ex in registry if (not lessons or ex.lesson_number in lessons)
+                     and (not ids or ex.id in ids)), key=lambda ex: id_key(ex.id))
     return [ExerciseResult(ex, run.for_exercise(ex.id), run) for ex in chosen]
 
 
-def format_table(results: list[ExerciseResult]) -> str:
-    """A plain-text table per lesson and the total."""
+def id_key(exercise_id: str) -> tuple:
+    return tuple(int(x) for x in exercise_id.split("."))
+
+
+def format_table(results: list[ExerciseResult], registry: Registry | None = None) -> str:
+    """A plain-text table per lesson and the total (``registry``: to name stray test ids)."""
     lines, lesson = [], None
+    run = results[0].run if results else Run()
+    if run.broken:
+        lines.append("Your code does not run:")
+        lines += ["  " + b.describe().replace("\n", "\n  ") for b in run.broken]
+        lines.append("")
     for r in results:
         ex = r.exercise
         if ex.lesson != lesson:
             lesson = ex.lesson
-            lines += [""] if lines else []
+            lines += [""] if lines and lines[-1] else []
             lines.append(f"Lesson {ex.lesson_number} ({ex.lesson})")
         status = "PASS" if r.passed else "FAIL"
         lines.append(f"  {ex.id:<6} {ex.title[:42]:<42} {_num(r.score):>3}/{_num(ex.points):<3} "
@@ -165,14 +224,14 @@ def format_table(results: list[ExerciseResult]) -> str:
     top = sum(r.exercise.points for r in results)
     done = sum(r.passed for r in results)
     lines += ["", f"Total: {_num(total)}/{_num(top)} points, {done}/{len(results)} exercises"]
-    run = results[0].run if results else Run()
-    strays = sorted({e for t in run.tests.values() for e in t.exercises}
-                    - {r.exercise.id for r in results})
+    known = {ex.id for ex in registry} if registry is not None else {r.exercise.id
+                                                                      for r in results}
+    strays = sorted({e for t in run.tests.values() for e in t.exercises} - known)
     if strays:
         lines.append(f"Tests carry unregistered exercise ids: {', '.join(strays)}")
-    if results and results[0].run.collect_errors:
+    if run.collect_errors:
         lines.append("Test modules that failed to import:")
-        lines += [f"  {n}: {first_line(m)}" for n, m in results[0].run.collect_errors]
+        lines += [f"  {n}: {first_line(m)}" for n, m in run.collect_errors]
     return "\n".join(lines)
 
 
@@ -185,9 +244,10 @@ def gradescope(results: list[ExerciseResult]) -> dict:
     tests = []
     for r in results:
         ex = r.exercise
-        out = [f"{'PASS' if t.outcome == 'passed' else t.outcome.upper()}  {t.name}"
-               + ("" if t.outcome == "passed" else "\n    " + _trim(t.message, 6))
-               for t in r.tests] or [r.summary]
+        out = [b.describe() for b in r.broken_here()]
+        out += [f"{'PASS' if t.outcome == 'passed' else t.outcome.upper()}  {t.name}"
+                + ("" if t.outcome == "passed" else "\n    " + _trim(t.message, 12))
+                for t in r.tests] or [r.summary]
         if not r.passed and ex.hint:
             out.append(f"Hint: {ex.hint}")
         tests.append({"name": f"{ex.id} {ex.title}", "number": ex.id, "score": float(r.score),
@@ -202,80 +262,14 @@ def gradescope(results: list[ExerciseResult]) -> dict:
 
 
 def _trim(text: str, n: int) -> str:
-    lines = [ln[:160] for ln in (text or "").splitlines() if ln.strip()]
-    more = ["..."] if len(lines) > n else []
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    more = [f"... ({len(lines) - n} more lines)"] if len(lines) > n else []
     return "\n    ".join(lines[:n] + more)
 
 
-def verify_stubs(root=REPO_ROOT, registry: Registry | None = None, exercise_ids=None,
-                 workers: int = 2, timeout: float = 60) -> tuple[list[str], float]:
-    """Stub each exercise alone in a copy of ``root`` and check that all its tests fail.
-
-    Returns ``(problems, seconds)``; a problem names the exercise and, for a test that passed
-    on the stub, the test. The tests are collected once; each exercise then runs only the test
-    files holding its tests, in one of ``workers`` copies of the tree side by side.
-    """
-    from tinyllm.course.student import list_files, stub_regions
-
-    root = Path(root).resolve()
-    registry = registry if registry is not None else registry_for(root)
-    owned, _ = assign(package_regions(root), registry)
-    ids = list(exercise_ids) if exercise_ids is not None else [ex.id for ex in registry]
-    start, files = time.perf_counter(), list_files(root)
-    found, errors = collect_exercise_tests(root)
-    problems = [f"test module {node} fails to import: {first_line(msg)}" for node, msg in errors]
-    todo = []
-    for ex_id in ids:
-        if not owned.get(ex_id):
-            problems.append(f"exercise {ex_id}: no solution region to stub")
-        elif ex_id not in found:
-            problems.append(f"exercise {ex_id}: no tests carry @pytest.mark.exercise({ex_id!r})")
-        else:
-            todo.append(ex_id)
-    tmp = Path(tempfile.mkdtemp(prefix="tinyllm-stubcheck-"))
-    trees: queue.Queue = queue.Queue()
-    try:
-        for w in range(max(1, min(workers, len(todo)))):
-            tree = tmp / f"tree{w}"
-            for rel in files:
-                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(root / rel, tree / rel)
-            trees.put(tree)
-
-        def put(tree, rel, text):
-            (tree / rel).write_text(text, encoding="utf-8")
-            for pyc in (tree / rel).parent.glob(f"__pycache__/{Path(rel).stem}.*.pyc"):
-                pyc.unlink()  # never run a stale compiled copy of the other version
-
-        def check_one(ex_id: str) -> list[str]:
-            tree = trees.get()
-            paths = sorted({r.path for r in owned[ex_id]})
-            test_files = sorted({n.split("::")[0] for n in found[ex_id]})
-            try:
-                for p in paths:
-                    src = (root / p).read_text(encoding="utf-8")
-                    put(tree, p, stub_regions(src, [ex_id], registry, p))
-                run = run_exercise_tests(tree, [ex_id], timeout=timeout, extra_args=test_files)
-            finally:
-                for p in paths:
-                    put(tree, p, (root / p).read_text(encoding="utf-8"))
-                trees.put(tree)
-            tests = run.for_exercise(ex_id)
-            if not tests:
-                return [f"exercise {ex_id}: its tests did not run: {first_line(run.output)}"]
-            return [f"exercise {ex_id}: {t.nodeid} passes with the exercise stubbed"
-                    for t in tests if t.outcome == "passed"]
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            problems += [p for ps in pool.map(check_one, todo) for p in ps]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return problems, time.perf_counter() - start
-
-
-def collect_exercise_tests(root=REPO_ROOT) -> tuple[dict, list]:
+def collect_exercise_tests(root=REPO_ROOT, extra_args=()) -> tuple[dict, list]:
     """``({exercise id: [test node ids]}, collection errors)`` of the tests under ``root``."""
-    records, _, _ = run_pytest(root, ["--collect-only", "-q", "-m", "exercise"])
+    records, _, _ = run_pytest(root, ["--collect-only", "-q", "-m", "exercise", *extra_args])
     found: dict[str, list] = {}
     for r in records:
         if r["event"] == "collected":
@@ -283,4 +277,3 @@ def collect_exercise_tests(root=REPO_ROOT) -> tuple[dict, list]:
                 found.setdefault(e, []).append(r["nodeid"])
     errors = [(r["nodeid"], r["message"]) for r in records if r["event"] == "collect_error"]
     return found, errors
-

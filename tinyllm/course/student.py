@@ -10,7 +10,9 @@
 * Notebooks: a code cell tagged ``solution`` becomes ``# Exercise: <its first comment line>``
   plus a ``raise NotImplementedError(...)``; a markdown cell tagged ``solution`` becomes
   "*Your answer here.*". Both lose their outputs and get the tag ``exercise`` instead.
-* Instructor-only files (``INSTRUCTOR_ONLY``) are left out; ``STUDENT.md`` is added.
+* Instructor-only files (``INSTRUCTOR_ONLY``) are left out; ``README.md`` becomes the student's
+  (``STUDENT_README``: the steps from the folder to the first green check) and ``STUDENT.md``
+  marks the folder as a student edition.
 
 Files are those git tracks plus untracked ones it does not ignore (or, outside a git checkout,
 a walk skipping caches). The output is deterministic: building twice gives identical bytes.
@@ -34,19 +36,72 @@ from tinyllm.course.registry import (
     load_registry,
 )
 
-INSTRUCTOR_ONLY = ("tests/test_student_edition.py", "tests/test_exercise_registry.py")
+INSTRUCTOR_ONLY = ("tests/test_student_edition.py", "tests/test_exercise_registry.py",
+                   "tinyllm/course/mutants.json", "docs/mutation.md")
 SKIP_DIRS = {".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints",
              ".venv", "venv", "build", "dist", ".hypothesis", ".eggs"}
 MARKER = "STUDENT.md"
 STUDENT_NOTE = """# tinyllm, student edition
 
-Each exercise is a `raise NotImplementedError("Exercise LL.N: ...")` in the package, with a
-`# TODO Exercise LL.N` line above it: replace both lines with your code. The lesson notebook
-named in the message explains the exercise.
+This folder is a student edition of tinyllm (made by `tinyllm course student`): every package
+exercise is a stub. Start with README.md.
+"""
+STUDENT_README = """# tinyllm: the course, student edition
 
-* In a notebook: `import tinyllm.course; tinyllm.course.check("02.3")` runs that exercise's tests.
-* In a terminal: `python -m tinyllm.course grade` (or `--lesson 02`) prints your score;
-  `pytest -m exercise` runs every exercise test.
+You build a small deep-learning framework in NumPy and, on top of it, the language models that
+made the field: a counting bigram model, Bengio's neural language model, GPT and BERT. The
+lessons are Jupyter notebooks in `lessons/`; the pieces you write are stubs in the package
+`tinyllm/`, each a `raise NotImplementedError("Exercise LL.N: ...")` with a `# TODO` line above
+it, and the tests grade them.
+
+## From this folder to your first green check
+
+You need Python 3.10 or newer. In a terminal, in this folder (the one that holds this README):
+
+```bash
+python3 -m venv .venv
+. .venv/bin/activate                  # Windows: .venv\\Scripts\\activate
+pip install -e ".[course]"            # NumPy, matplotlib, JupyterLab, pytest; this folder is
+                                      # the tinyllm that Python imports from now on
+tinyllm course grade --exercise 02.1  # 0 points, "not implemented yet": right, for now
+```
+
+Then open the lessons:
+
+```bash
+cd lessons
+jupyter lab                           # open 00_welcome.ipynb, run every cell
+```
+
+Lesson 00's environment check must name **this folder** as the one tinyllm is imported from;
+it stops with an error that says what to do when it is another copy (another install, another
+virtual environment, a kernel started elsewhere).
+
+Your first exercise: open `tinyllm/ops.py`, find `Exercise 02.1` (the backward passes of `Mul`
+and `Div`, explained in `lessons/02_autograd.ipynb`), replace the two stub lines with your code,
+and run the check, in the lesson's check cell or in a terminal:
+
+```bash
+tinyllm course check 02.1             # the same as check("02.1") in a notebook
+```
+
+Green means every test of the exercise passes on *your* file as it is on disk.
+
+## Grading
+
+```bash
+tinyllm course grade                  # every exercise: a table per lesson and the total
+tinyllm course grade --lesson 03      # one lesson
+tinyllm course grade --json results.json   # Gradescope's format
+```
+
+Both `check` and `grade` grade the project around the folder you run them in, and refuse (naming
+both folders) when the tinyllm that Python imports is another one: run
+`pip install -e ".[course]"` here again and restart the kernel.
+
+The corpora (Tiny Shakespeare, the Tang poems) are read from `$TINYLLM_DATA_DIR` or `data/` (see
+`data/README.md`); the notebooks never download anything. Do the exercises in order: later
+lessons use what earlier ones built, and no exercise needs a later one.
 """
 
 
@@ -178,4 +233,5 @@ def build_student_edition(out: str | Path, root: str | Path = REPO_ROOT,
         dst.write_bytes(student_file(rel, src.read_bytes(), registry))
         shutil.copymode(src, dst)
     (out / MARKER).write_text(STUDENT_NOTE, encoding="utf-8")
-    return files + [MARKER]
+    (out / "README.md").write_text(STUDENT_README, encoding="utf-8")
+    return sorted(set(files) | {MARKER, "README.md"})

@@ -6,6 +6,7 @@ from .classification import author_classification, stratified_split
 from .cleaning import dedupe, normalize_unicode, normalize_whitespace, train_val_split
 from .corpora import (
     CORPORA,
+    CorpusError,
     Poem,
     cache_dir,
     corpus_path,
@@ -25,7 +26,8 @@ from .seq2seq import (
 from .tokens import TokenStream, encode_to_cache
 
 __all__ = [
-    "CORPORA", "Poem", "cache_dir", "corpus_path", "download", "load_corpus", "load_tang_poems",
+    "CORPORA", "CorpusError", "Poem", "cache_dir", "corpus_path", "download", "load_corpus",
+    "load_tang_poems",
     "dedupe", "normalize_unicode", "normalize_whitespace", "train_val_split",
     "TokenStream", "encode_to_cache", "get_batch",
     "mask_tokens", "MLMBatcher", "make_nsp_pairs", "nsp_batch",

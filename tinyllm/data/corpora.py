@@ -8,6 +8,12 @@ Search order for ``corpus_path(name)``:
 3. download from the public source into the cache folder (temporary file, SHA-256 verified,
    then renamed). ``tang_poems`` has no single-file source: the error says how to build it.
 
+A file found locally is checked as a download is: its size, then its SHA-256 (computed once per
+file and modification time in a process), so that a truncated or altered copy is refused with
+``CorpusError`` instead of silently training on other text. ``verify=False`` skips the check
+(your own text under a corpus's name); ``load_corpus(name, path=FILE)`` reads a file of your own
+(never checked). An empty or malformed file raises ``CorpusError`` naming the file and line.
+
 The opener used for downloads is injectable (``opener=``) so tests never touch the network.
 """
 
@@ -21,6 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinyllm.atomic import atomic_open
+
+
+class CorpusError(ValueError):
+    """A corpus file that is not the expected one (size, SHA-256), empty, or malformed."""
 
 
 @dataclass(frozen=True)
@@ -120,13 +130,37 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, opene
     return dest
 
 
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns) -> SHA-256, hashed once per process
+
+
+def verify_file(path: Path, info: CorpusInfo) -> None:
+    """Refuse ``path`` unless it has ``info``'s size and SHA-256 (``CorpusError``)."""
+    st = path.stat()
+    fix = (f"Delete it so that tinyllm downloads the corpus again, or provide it by hand "
+           f"({info.how_to_get}); if it is your own text on purpose, train on it with --set "
+           f"corpus_path={path} or skip this check with --set verify_corpus=false")
+    if st.st_size != info.size:
+        raise CorpusError(f"{path} is not the {info.name} corpus tinyllm expects: it has "
+                          f"{st.st_size:,} bytes, expected {info.size:,} (truncated or altered?). "
+                          + fix)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _VERIFIED.get(key) or sha256_file(path)
+    if digest != info.sha256:
+        raise CorpusError(f"{path} is not the {info.name} corpus tinyllm expects: its SHA-256 is "
+                          f"{digest}, expected {info.sha256} (altered?). " + fix)
+    _VERIFIED[key] = digest
+
+
 def corpus_path(name: str, download_missing: bool = True, opener=None,
-                progress: bool = True) -> Path:
-    """Path of corpus ``name``'s file, downloading it into ``cache_dir()`` if needed."""
+                progress: bool = True, verify: bool = True) -> Path:
+    """Path of corpus ``name``'s file, downloading it into ``cache_dir()`` if needed. A local
+    file is checked (size, SHA-256) unless ``verify=False``."""
     info = _info(name)
     looked = candidate_paths(name)
     for p in looked:
         if p.is_file():
+            if verify:
+                verify_file(p, info)
             return p
     problem = "no download source" if info.url is None else "downloading is off"
     if info.url is not None and download_missing:
@@ -144,37 +178,54 @@ def corpus_path(name: str, download_missing: bool = True, opener=None,
 
 
 def read_text_file(path: str | os.PathLike) -> str:
-    text = Path(path).read_text(encoding="utf-8")
+    """The UTF-8 text of ``path``; ``CorpusError`` for an empty or undecodable file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"corpus file {path} is not UTF-8 text ({e})") from None
     if not text.strip():
-        raise ValueError(f"corpus file {path} is empty: delete it and fetch it again")
+        raise CorpusError(f"corpus file {path} is empty: delete it and fetch it again, or give "
+                          "a file with text in it")
     return text
 
 
-def load_tang_poems(path: str | os.PathLike | None = None, **kwargs) -> list[Poem]:
-    """Rows of ``tang_poems.tsv`` (header ``author, title, text``) as ``Poem`` records."""
-    path = Path(path) if path is not None else corpus_path("tang_poems", **kwargs)
-    poems = []
+def _poem_rows(path: Path):
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None:
-            raise ValueError(f"{path} is empty: expected a header row author<TAB>title<TAB>text")
+            raise CorpusError(f"{path} is empty: expected a header row author<TAB>title<TAB>text")
         if [h.strip() for h in header] != ["author", "title", "text"]:
-            raise ValueError(f"{path} line 1: header is {header}, expected "
-                             "['author', 'title', 'text'] separated by tabs")
+            raise CorpusError(f"{path} line 1: header is {header}, expected "
+                              "['author', 'title', 'text'] separated by tabs")
         for row in reader:
             if len(row) != 3:
-                raise ValueError(f"{path} line {reader.line_num}: expected 3 tab-separated "
-                                 f"columns (author, title, text), found {len(row)}: "
-                                 f"{row!r}; fix or delete that line")
-            poems.append(Poem(*row))
+                raise CorpusError(f"{path} line {reader.line_num}: expected 3 tab-separated "
+                                  f"columns (author, title, text), found {len(row)}: "
+                                  f"{row!r}; fix or delete that line")
+            yield Poem(*row)
+
+
+def load_tang_poems(path: str | os.PathLike | None = None, **kwargs) -> list[Poem]:
+    """Rows of ``tang_poems.tsv`` (header ``author, title, text``) as ``Poem`` records.
+    ``path``: a file of your own (not checked against the corpus's SHA-256)."""
+    path = Path(path) if path is not None else corpus_path("tang_poems", **kwargs)
+    try:
+        poems = list(_poem_rows(path))
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path} is not UTF-8 text ({e})") from None
+    except csv.Error as e:
+        raise CorpusError(f"{path}: not a tab-separated file tinyllm can read ({e})") from None
     if not poems:
-        raise ValueError(f"{path} has a header but no poems")
+        raise CorpusError(f"{path} has a header but no poems")
     return poems
 
 
-def load_corpus(name: str, **kwargs):
-    """``tinyshakespeare`` -> str; ``tang_poems`` -> list[Poem]."""
+def load_corpus(name: str, path: str | os.PathLike | None = None, **kwargs):
+    """``tinyshakespeare`` -> str; ``tang_poems`` -> list[Poem]. ``path``: read this file of your
+    own instead (in the corpus's format, unchecked); ``verify=False``: skip the check of the
+    corpus file found by name."""
     if name == "tang_poems":
-        return load_tang_poems(**kwargs)
-    return read_text_file(corpus_path(name, **kwargs))
+        return load_tang_poems(path, **kwargs)
+    _info(name)
+    return read_text_file(path if path is not None else corpus_path(name, **kwargs))

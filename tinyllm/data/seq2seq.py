@@ -80,8 +80,10 @@ def collate_seq2seq(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id
     tgt_out = np.full((B, T), pad_id, dtype=np.int64)
     for i, (s, t) in enumerate(pairs):
         src[i, : len(s)] = s
+        # BEGIN SOLUTION
         tgt_in[i, : len(t) + 1] = [bos_id, *t]
         tgt_out[i, : len(t) + 1] = [*t, eos_id]
+        # END SOLUTION
     src_mask = np.zeros((B, S), dtype=bool)
     tgt_mask = np.zeros((B, T), dtype=bool)
     for i, (s, t) in enumerate(pairs):

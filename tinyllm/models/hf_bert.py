@@ -22,32 +22,55 @@ into one ``attn.qkv`` Linear (C -> 3C), so their rows are concatenated in q, k, 
     cls.seq_relationship                                nsp
 
 Old TensorFlow-converted checkpoints name LayerNorm parameters ``gamma``/``beta``; both are read.
-Loading is all-or-nothing: every key and shape is checked first, and an error names the file
-and the key.
+A Hugging Face ``BertForMaskedLM`` has no pooler (``add_pooling_layer=False``): tinyllm's
+``BertForMaskedLM`` then keeps its own (unused by the masked-LM head). Loading is all-or-nothing:
+the config's keys are type-checked and its unsupported options refused (``config_from_hf``),
+every weight key and shape is checked, and an error (``HFCheckpointError``) names the file and
+the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from pathlib import Path
 
 from tinyllm import atomic, serialization
 from tinyllm.backend import np
 from tinyllm.models.bert import BertConfig
+from tinyllm.models.hf_config import HFCheckpointError, read_config, refuse, typed
 
 __all__ = ["hf_to_tinyllm", "tinyllm_to_hf", "load_pretrained", "save_pretrained",
-           "HFCheckpointError"]
+           "config_from_hf", "HFCheckpointError"]
 
 _IGNORED = ("embeddings.position_ids", "cls.predictions.decoder.weight",
             "cls.predictions.decoder.bias", "lm_head.decoder.weight", "lm_head.decoder.bias",
             "embeddings.token_type_ids")
 
 
-class HFCheckpointError(KeyError):
-    """A Hugging Face checkpoint that does not fit the model (missing/unexpected key, shape)."""
+# Options of Hugging Face's BertConfig that tinyllm's encoder does not implement: the only
+# value(s) it reads (a config with another one is refused, not loaded approximately).
+_SUPPORTED = {"is_decoder": (False,), "add_cross_attention": (False,),
+              "position_embedding_type": ("absolute",), "chunk_size_feed_forward": (0,),
+              "tie_word_embeddings": (True,), "pruned_heads": ({},),
+              "model_type": ("bert", "roberta")}
 
-    def __str__(self):
-        return str(self.args[0]) if self.args else ""
+
+def config_from_hf(cfg: dict, where: str = "config.json") -> BertConfig:
+    """A ``BertConfig`` from a Hugging Face BERT/RoBERTa ``config.json`` dict: every field
+    tinyllm uses is type-checked, unsupported options are refused (``HFCheckpointError``)."""
+    if not isinstance(cfg, dict):
+        raise HFCheckpointError(f"{where}: holds a JSON {type(cfg).__name__}, not a config object")
+    refuse(cfg, where, "BERT encoder", _SUPPORTED)
+    hints = typing.get_type_hints(BertConfig)
+    checked = {f.name: typed(cfg, f.name, hints[f.name], where)
+               for f in dataclasses.fields(BertConfig)
+               if f.name in cfg and hints[f.name] in (int, float, str, bool)}
+    try:
+        return BertConfig.from_dict({**cfg, **checked})
+    except (TypeError, ValueError) as e:
+        raise HFCheckpointError(f"{where}: {e}") from None
 
 
 def _layer_map(i: int) -> dict[str, str]:
@@ -108,6 +131,16 @@ def _canonical(hf: dict) -> dict:
     return out
 
 
+def _untied_decoder(src: dict) -> list[str]:
+    """A problem for an MLM decoder weight that is not the word embeddings (tinyllm ties it)."""
+    word = src.get("embeddings.word_embeddings.weight")
+    return [f"key {src[dec][0]!r} differs from the word embeddings; tinyllm ties the MLM "
+            "decoder to them (untied decoders are not supported)"
+            for dec in ("cls.predictions.decoder.weight", "lm_head.decoder.weight")
+            if dec in src and word is not None and (src[dec][1].shape != word[1].shape
+                                                    or not np.array_equal(src[dec][1], word[1]))]
+
+
 def hf_to_tinyllm(hf: dict, model, source: str = "the checkpoint", strict: bool = True) -> dict:
     """Map a HF state dict onto ``model``'s names (qkv fused); check every key and shape.
 
@@ -134,9 +167,14 @@ def hf_to_tinyllm(hf: dict, model, source: str = "the checkpoint", strict: bool 
         return arr
 
     body = "bert." if heads else ""  # tinyllm's prefix of the encoder's parameters
+    nsp = heads and getattr(model, "has_nsp", False)
+    no_pooler = heads and not nsp and "pooler.dense.weight" not in src  # HF BertForMaskedLM
     for tl_name, hf_name in nmap.items():
         if not tl_name.startswith(("mlm.", "nsp.")):
             tl_name = body + tl_name
+        if no_pooler and hf_name.startswith("pooler."):
+            out[tl_name] = want[tl_name].data  # the model keeps its own (the MLM head skips it)
+            continue
         arr = take(hf_name, want[tl_name].shape)
         if arr is not None:
             out[tl_name] = arr
@@ -147,15 +185,10 @@ def hf_to_tinyllm(hf: dict, model, source: str = "the checkpoint", strict: bool 
                      for n in ("query", "key", "value")]
             if all(a is not None for a in parts):
                 out[f"{body}layers.{i}.attn.qkv.{p}"] = np.concatenate(parts, axis=0)
-    for dec in ("cls.predictions.decoder.weight", "lm_head.decoder.weight"):
-        word = src.get("embeddings.word_embeddings.weight")
-        if heads and dec in src and word is not None and (
-                src[dec][1].shape != word[1].shape or not np.array_equal(src[dec][1], word[1])):
-            problems.append(f"key {src[dec][0]!r} differs from the word embeddings; tinyllm ties "
-                            "the MLM decoder to them (untied decoders are not supported)")
+    if heads:
+        problems += _untied_decoder(src)
     if not strict:  # missing tensors keep their initial values; wrong shapes still fail
         problems = [p for p in problems if not p.startswith("missing")]
-    nsp = heads and getattr(model, "has_nsp", False)
     skipped = [k for k in src if (not heads and _is_head_key(k))  # an encoder skips the heads,
                or (heads and not nsp and k.startswith("cls.seq_relationship."))]  # MLM the NSP
     unexpected = [src[k][0] for k in src if k not in used and k not in _IGNORED
@@ -196,7 +229,8 @@ def load_pretrained(cls, directory, strict: bool = True):
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory; from_pretrained expects a "
                                 "Hugging Face model folder with config.json and model.safetensors")
-    config = BertConfig.from_json(directory / "config.json")
+    cfg_path = directory / "config.json"
+    config = config_from_hf(read_config(cfg_path), str(cfg_path))
     weights = directory / "model.safetensors"
     if not weights.exists():
         others = sorted(p.name for p in directory.iterdir())

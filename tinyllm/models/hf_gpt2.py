@@ -26,9 +26,10 @@ import os
 
 from tinyllm import atomic, serialization
 from tinyllm.backend import np
+from tinyllm.models.hf_config import HFCheckpointError, read_config, refuse, typed
 
 __all__ = ["load_gpt2", "save_gpt2", "config_from_hf", "config_to_hf", "hf_to_tinyllm",
-           "tinyllm_to_hf"]
+           "tinyllm_to_hf", "HFCheckpointError"]
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 _ACT_FROM_HF = {"gelu_new": "gelu_new", "gelu": "gelu", "relu": "relu",
@@ -59,36 +60,35 @@ def _name_map(n_layer: int) -> dict:
 
 # ---------------------------------------------------------------------------- config
 def config_from_hf(cfg: dict, where: str = CONFIG_NAME):
-    """A ``GPTConfig`` from a Hugging Face GPT-2 ``config.json`` dict (unsupported options raise)."""
+    """A ``GPTConfig`` from a Hugging Face GPT-2 ``config.json`` dict. A missing, wrongly typed
+    or unsupported key raises ``HFCheckpointError`` naming ``where`` and the key."""
     from tinyllm.models.gpt import GPTConfig  # noqa: PLC0415
 
-    if cfg.get("model_type", "gpt2") != "gpt2":
-        raise ValueError(f"{where}: model_type is {cfg.get('model_type')!r}; GPT.from_pretrained "
-                         "reads GPT-2 checkpoints (model_type 'gpt2')")
-    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head") if k not in cfg]
-    if missing:
-        raise KeyError(f"{where}: missing GPT-2 config key(s) {missing}")
-    act = cfg.get("activation_function", "gelu_new")
+    if not isinstance(cfg, dict):
+        raise HFCheckpointError(f"{where}: holds a JSON {type(cfg).__name__}, not a config object")
+    model_type = typed(cfg, "model_type", str, where, "gpt2")
+    if model_type != "gpt2":
+        raise HFCheckpointError(f"{where}: model_type is {model_type!r}; GPT.from_pretrained "
+                                "reads GPT-2 checkpoints (model_type 'gpt2')")
+    sizes = {k: typed(cfg, k, int, where) for k in ("vocab_size", "n_positions", "n_embd",
+                                                       "n_layer", "n_head")}
+    act = typed(cfg, "activation_function", str, where, "gelu_new")
     if act not in _ACT_FROM_HF:
-        raise ValueError(f"{where}: activation_function {act!r} is not supported; tinyllm has "
-                         f"{sorted(_ACT_FROM_HF)}")
-    n_inner = cfg.get("n_inner")
-    unsupported = {
-        "n_inner": n_inner not in (None, 4 * cfg["n_embd"]),
-        "add_cross_attention": bool(cfg.get("add_cross_attention", False)),
-        "scale_attn_weights": not cfg.get("scale_attn_weights", True),
-        "scale_attn_by_inverse_layer_idx": bool(cfg.get("scale_attn_by_inverse_layer_idx", False)),
-        "reorder_and_upcast_attn": bool(cfg.get("reorder_and_upcast_attn", False)),
-        "tie_word_embeddings": not cfg.get("tie_word_embeddings", True),
-    }
-    bad = [k for k, v in unsupported.items() if v]
-    if bad:
-        raise ValueError(f"{where}: GPT-2 option(s) {', '.join(f'{k}={cfg.get(k)!r}' for k in bad)} "
-                         "are not supported by tinyllm's GPT")
-    return GPTConfig(vocab_size=cfg["vocab_size"], block_size=cfg["n_positions"],
-                     n_layer=cfg["n_layer"], n_head=cfg["n_head"], n_embd=cfg["n_embd"],
-                     dropout=float(cfg.get("resid_pdrop", 0.0)), bias=True, activation=_ACT_FROM_HF[act],
-                     layer_norm_eps=float(cfg.get("layer_norm_epsilon", 1e-5)))
+        raise HFCheckpointError(f"{where}: activation_function {act!r} is not supported; "
+                                f"tinyllm has {sorted(_ACT_FROM_HF)}")
+    refuse(cfg, where, "GPT", {
+        "n_inner": (None, 4 * sizes["n_embd"]), "add_cross_attention": (False,),
+        "scale_attn_weights": (True,), "scale_attn_by_inverse_layer_idx": (False,),
+        "reorder_and_upcast_attn": (False,), "tie_word_embeddings": (True,)})
+    dropout = typed(cfg, "resid_pdrop", float, where, 0.0)
+    eps = typed(cfg, "layer_norm_epsilon", float, where, 1e-5)
+    try:
+        return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"],
+                         n_layer=sizes["n_layer"], n_head=sizes["n_head"], n_embd=sizes["n_embd"],
+                         dropout=dropout, bias=True, activation=_ACT_FROM_HF[act],
+                         layer_norm_eps=eps)
+    except (TypeError, ValueError) as e:
+        raise HFCheckpointError(f"{where}: {e}") from None
 
 
 def config_to_hf(config) -> dict:
@@ -122,7 +122,7 @@ def hf_to_tinyllm(weights: dict, config, where: str = WEIGHTS_NAME) -> dict:
         if name.endswith((".attn.bias", ".attn.masked_bias")) and name.startswith("h."):
             continue  # the causal-mask buffers of old checkpoints
         if name in plain:
-            raise ValueError(f"{where}: {key!r} appears both with and without 'transformer.'")
+            raise HFCheckpointError(f"{where}: {key!r} appears both with and without 'transformer.'")
         plain[name] = (key, arr)
     lm_head = plain.pop("lm_head.weight", None)
     names = _name_map(config.n_layer)
@@ -151,7 +151,7 @@ def hf_to_tinyllm(weights: dict, config, where: str = WEIGHTS_NAME) -> dict:
             problems.append(f"{key!r} differs from the token embedding; tinyllm's GPT ties the "
                             "LM head to wte (tie_word_embeddings=True)")
     if problems:
-        raise ValueError(f"{where} does not hold the GPT-2 of its config.json (nothing was "
+        raise HFCheckpointError(f"{where} does not hold the GPT-2 of its config.json (nothing was "
                          "loaded): " + " | ".join(problems))
     out = {}
     for ours, (hf, transposed) in names.items():
@@ -178,12 +178,7 @@ def load_gpt2(cls, path, dtype="float32"):
         if not os.path.isfile(f):
             raise FileNotFoundError(f"GPT.from_pretrained({path!r}): {f} not found (a Hugging "
                                     f"Face GPT-2 directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    with open(cfg_path, encoding="utf-8") as f:
-        try:
-            cfg = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
-    config = config_from_hf(cfg, cfg_path)
+    config = config_from_hf(read_config(cfg_path), cfg_path)
     weights = hf_to_tinyllm(serialization.load(w_path), config, w_path)
     model = cls(config)
     for p in model.parameters():  # the checkpoint decides the values, we decide the dtype

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .base import Tokenizer
+from .base import Tokenizer, TokenizerError
 
 
 class CharTokenizer(Tokenizer):
@@ -23,10 +23,10 @@ class CharTokenizer(Tokenizer):
             specials.insert(0, unk_token)
         chars = sorted(set(chars) - set(specials))
         for c in chars:
-            if len(c) != 1:
-                raise ValueError(f"CharTokenizer vocabulary entries must be one character: {c!r}")
-        self.itos: list[str] = specials + chars
-        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
+            if not isinstance(c, str) or len(c) != 1:
+                raise TokenizerError(f"CharTokenizer vocabulary entries must be one character: "
+                                     f"{c!r}")
+        self._set_vocab(specials + chars)
         self.unk_token = unk_token
         self.extra_special_tokens = specials
         self.special_tokens = {"unk": unk_token} if unk_token is not None else {}
@@ -44,13 +44,6 @@ class CharTokenizer(Tokenizer):
         return cls(set(text), unk_token=unk_token, special_tokens=special_tokens)
 
     train = from_text
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.itos)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.stoi.get(token)
 
     def encode(self, text: str) -> list[int]:
         stoi = self.stoi
@@ -81,5 +74,19 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, d: dict) -> CharTokenizer:
-        return cls(d["chars"], unk_token=d.get("unk_token"),
-                   special_tokens=d.get("special_tokens", ()))
+        """The inverse of ``to_dict``. The stored characters must be distinct and sorted (as
+        ``to_dict`` writes them): otherwise the ids would silently differ from the file's."""
+        chars, specials = d["chars"], list(d.get("special_tokens", ()))
+        if not isinstance(chars, list) or not isinstance(specials, list):
+            raise TokenizerError("'chars' and 'special_tokens' must be JSON lists")
+        seen: dict = {}
+        for i, c in enumerate(chars):
+            if c in seen:
+                raise TokenizerError(f"'chars' holds {c!r} twice (entries {seen[c]} and {i}): "
+                                     "every character must have one id")
+            seen[c] = i
+        if chars != sorted(chars):
+            raise TokenizerError("'chars' is not sorted, so its ids would not be the ones the "
+                                 "file was written with: restore the file CharTokenizer.save "
+                                 "wrote")
+        return cls(chars, unk_token=d.get("unk_token"), special_tokens=specials)

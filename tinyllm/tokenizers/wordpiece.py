@@ -1,7 +1,8 @@
 """WordPiece (BERT): the basic tokenizer, greedy longest-match-first, pairs, padding.
 
-``WordPieceTokenizer.from_pretrained(dir)`` reads a Hugging Face BERT folder (``vocab.txt`` and,
-if present, ``tokenizer_config.json``). The pipeline, as in BERT and HF ``tokenizers``:
+``WordPieceTokenizer.from_pretrained(dir)`` reads a Hugging Face BERT folder (``tokenizer.json``,
+or the older ``vocab.txt``, with ``tokenizer_config.json`` if present; see
+``tinyllm.tokenizers.hf``). The pipeline, as in BERT and HF ``tokenizers``:
 
 1. clean: drop NUL, U+FFFD and control characters (Unicode category C*, except tab/newline/CR);
    every whitespace character becomes a space;
@@ -17,22 +18,18 @@ Special tokens written literally in the text (``[SEP]``, ``[MASK]``, ...) are ke
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import regex
 
-from .base import Tokenizer, atomic_write_text
+from .base import Tokenizer, TokenizerError
 
-_ROLES = {"pad_token": "pad", "unk_token": "unk", "cls_token": "cls", "sep_token": "sep",
-          "mask_token": "mask", "bos_token": "bos", "eos_token": "eos"}
 _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
             (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
-_DEFAULT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
-                     "mask": "[MASK]"}
+DEFAULT_SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
+                          "mask": "[MASK]"}
 
 
 def wordpiece_split(word: str, vocab: dict[str, int] | set[str], unk_token: str = "[UNK]",
@@ -149,57 +146,20 @@ class WordPieceTokenizer(Tokenizer):
                  strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
                  model_max_length: int = 512, special_tokens: dict[str, str] | None = None,
                  max_input_chars_per_word: int = 100):
-        self.itos = list(vocab)
-        self.stoi = {t: i for i, t in enumerate(self.itos)}
-        if len(self.stoi) != len(self.itos):
-            raise ValueError("WordPiece vocabulary has duplicate entries")
+        self._set_vocab(vocab)
         self.do_lower_case = do_lower_case
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.model_max_length = int(model_max_length)
         self.max_input_chars_per_word = max_input_chars_per_word
-        specials = dict(_DEFAULT_SPECIALS if special_tokens is None else special_tokens)
+        specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         self.special_tokens = {r: t for r, t in specials.items() if t in self.stoi}
         if "unk" not in self.special_tokens:
-            raise ValueError(f"the vocabulary has no unknown token {specials.get('unk')!r}")
+            raise TokenizerError(f"the vocabulary has no unknown token {specials.get('unk')!r}")
         vals = sorted(self.special_tokens.values(), key=len, reverse=True)
         self._special_re = regex.compile("(" + "|".join(regex.escape(v) for v in vals) + ")")
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> WordPieceTokenizer:
-        directory = Path(directory)
-        vocab_file = directory / "vocab.txt"
-        if not vocab_file.is_file():
-            raise FileNotFoundError(f"no vocab.txt in {directory}: point from_pretrained at a "
-                                    "BERT tokenizer folder (vocab.txt, tokenizer_config.json)")
-        vocab = vocab_file.read_text(encoding="utf-8").split("\n")
-        if vocab and vocab[-1] == "":
-            vocab.pop()
-        vocab = [t.rstrip("\r") for t in vocab]
-        cfg_file = directory / "tokenizer_config.json"
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
-        specials = dict(_DEFAULT_SPECIALS)
-        for key, role in _ROLES.items():
-            val = cfg.get(key)
-            if isinstance(val, dict):
-                val = val.get("content")
-            if val is not None:
-                specials[role] = val
-        mml = cfg.get("model_max_length", 512)
-        return cls(vocab, do_lower_case=cfg.get("do_lower_case", True),
-                   strip_accents=cfg.get("strip_accents"),
-                   tokenize_chinese_chars=cfg.get("tokenize_chinese_chars", True),
-                   model_max_length=mml if isinstance(mml, int) and mml < 10**6 else 512,
-                   special_tokens=specials)
-
     # --- interface --------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return len(self.itos)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self.stoi.get(token)
-
     def tokenize(self, text: str) -> list[str]:
         """Text -> wordpiece strings (no [CLS]/[SEP])."""
         tokens: list[str] = []
@@ -303,14 +263,3 @@ class WordPieceTokenizer(Tokenizer):
         return cls(d["vocab"], d["do_lower_case"], d["strip_accents"],
                    d["tokenize_chinese_chars"], d["model_max_length"], d["special_tokens"],
                    d.get("max_input_chars_per_word", 100))
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``vocab.txt`` and ``tokenizer_config.json`` (readable by from_pretrained)."""
-        directory = Path(directory)
-        atomic_write_text(directory / "vocab.txt", "\n".join(self.itos) + "\n")
-        cfg = {"do_lower_case": self.do_lower_case, "strip_accents": self.strip_accents,
-               "tokenize_chinese_chars": self.tokenize_chinese_chars,
-               "model_max_length": self.model_max_length,
-               **{k: self.special_tokens[r] for k, r in _ROLES.items()
-                  if r in self.special_tokens}}
-        atomic_write_text(directory / "tokenizer_config.json", json.dumps(cfg, indent=1))

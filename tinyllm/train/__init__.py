@@ -13,8 +13,8 @@ _NAMES = {
     "build_task": "tasks",
     "train": "trainer", "TrainResult": "trainer", "TrainingDiverged": "trainer",
     "TrainingInterrupted": "trainer", "load_run": "trainer", "estimate_loss": "trainer",
-    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
+    "CheckpointError": "checkpoint", "RunFolderError": "checkpoint",
+    "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "Task": "task",
 }
 
 __all__ = sorted(_NAMES)

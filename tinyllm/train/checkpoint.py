@@ -3,13 +3,17 @@
 A run folder holds::
 
     config.json            the TrainConfig (written once, at the start)
-    tokenizer.json         the tokenizer (written once)
-    model.safetensors      the weights; __metadata__: step, model class and config
+    tokenizer.json         the tokenizer in Hugging Face's format, with tokenizer_config.json
+                           (written once; folders of older versions hold tinyllm's own schema
+                           under this name, which still loads)
+    model.safetensors      the weights; __metadata__: step, model class and config, and the
+                           tokenizer's fingerprint (checked against tokenizer.json on load)
     optimizer.safetensors  the optimizer's arrays as ``state.<i>.<name>`` (``state.12.exp_avg``);
                            __metadata__: step, the per-parameter counters and the param_groups
     state.json             step, best validation loss, RNG states, ... (written LAST: it names
                            the step that the other files must carry)
-    metrics.jsonl          one line per evaluation; loss.png the curves
+    metrics.jsonl          one line per evaluation; train_loss.jsonl the training loss every
+                           log_interval steps; loss.png the curves of both
 
 Saving is a small journal. The three checkpoint files are first written into
 ``.checkpoint-next/`` (each atomically: a temporary file, fsync, rename), ``state.json`` last,
@@ -22,6 +26,7 @@ folder otherwise with a message naming the bad file.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,17 +37,49 @@ import numpy as np
 
 from tinyllm import atomic, serialization
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "recover",
-           "atomic_write_text", "atomic_write_json", "flatten_optimizer_state",
-           "unflatten_optimizer_state", "FORMAT"]
+__all__ = ["CheckpointError", "RunFolderError", "Checkpoint", "save_checkpoint",
+           "load_checkpoint", "recover", "atomic_write_text", "atomic_write_json",
+           "flatten_optimizer_state", "unflatten_optimizer_state", "write_failure",
+           "check_resumable", "FORMAT", "TOKENIZER_FILE"]
 
 FORMAT = "tinyllm-run-1"
 STAGING = ".checkpoint-next"
 CKPT_FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class CheckpointError(ValueError):
     """A run folder that is missing a file, holds a damaged one, or mixes two checkpoints."""
+
+
+class RunFolderError(CheckpointError):
+    """A run folder that cannot be written: a full disk, a read-only folder, a file in the way.
+    The message says which checkpoint is kept and what to run next."""
+
+
+def write_failure(run_dir, what: str, e: OSError, kept: str, last_step) -> str:
+    """The message for an ``OSError`` raised while writing ``what`` into ``run_dir``."""
+    reason = e.strerror or str(e)
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC:
+        todo = "Free some space, then run"
+    elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        todo = "Make the folder writable (or copy it to one that is), then run"
+    else:
+        todo = "Fix that, then run"
+    return (f"cannot write {what} in {run_dir}: {reason}{where}. {kept}. {todo}: tinyllm train "
+            f"--resume {run_dir}")
+
+
+def check_resumable(state: dict, where) -> None:
+    """A resume needs the step and both generators' states: refuse a state.json without them."""
+    for key, what in (("batch_rng", "the batch generator's state"),
+                      ("tinyllm_rng", "the dropout generator's state")):
+        if not isinstance(state.get(key), dict):
+            raise CheckpointError(
+                f"{where} has no {key!r} ({what}), so the run cannot continue exactly where it "
+                f"stopped. Restore that file, or start a new run from these weights with --set "
+                f"init_from={Path(where).parent} --out NEW_FOLDER")
 
 
 # ----------------------------------------------------------------------------------- atomic files
@@ -112,13 +149,17 @@ def save_checkpoint(run_dir, step: int, model_state: dict, optimizer_state: dict
         shutil.rmtree(stage)
     stage.mkdir()
     meta = {"format": FORMAT, "step": str(step), **(model_meta or {})}
-    serialization.save(model_state, stage / "model.safetensors", metadata=meta)
-    arrays, rest = flatten_optimizer_state(optimizer_state)
-    serialization.save(arrays, stage / "optimizer.safetensors",
-                       metadata={"format": FORMAT, "step": str(step),
-                                 "optimizer": json.dumps(rest)})
-    atomic_write_json(stage / "state.json", {**state, "format": FORMAT, "step": step})
-    _fsync_dir(stage)
+    try:
+        serialization.save(model_state, stage / "model.safetensors", metadata=meta)
+        arrays, rest = flatten_optimizer_state(optimizer_state)
+        serialization.save(arrays, stage / "optimizer.safetensors",
+                           metadata={"format": FORMAT, "step": str(step),
+                                     "optimizer": json.dumps(rest)})
+        atomic_write_json(stage / "state.json", {**state, "format": FORMAT, "step": step})
+        _fsync_dir(stage)
+    except BaseException:  # a full disk, say: give back the space the half-staged set took
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     _commit(run_dir)
 
 
@@ -159,13 +200,24 @@ class Checkpoint:
     notes: list = field(default_factory=list)
 
 
-def _read_json(path: Path, what: str):
+def damaged(path: Path, e: Exception) -> str:
+    """"PATH is damaged: why", without naming the file twice when ``e`` already starts with it."""
+    why = str(e)
+    for prefix in (f"{path}: ", f"{path} "):
+        if why.startswith(prefix):
+            why = why[len(prefix):]
+    return f"{path} is damaged: {why}"
+
+
+def read_json(path: Path, what: str):
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: the run folder has no {what}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is damaged: not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is damaged: its JSON nests too deeply") from None
 
 
 def _read_safetensors(path: Path, step: int):
@@ -175,7 +227,7 @@ def _read_safetensors(path: Path, step: int):
         meta = serialization.load_metadata(path)
         arrays = serialization.load(path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is damaged: {e}") from None
+        raise CheckpointError(damaged(path, e)) from None
     if meta.get("step") != str(step):
         raise CheckpointError(f"{path} belongs to step {meta.get('step')!r} but state.json names "
                               f"step {step}: the folder mixes two checkpoints (was it killed "
@@ -189,12 +241,13 @@ def load_checkpoint(run_dir, optimizer: bool = True, tokenizer: bool = True) -> 
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder: give the run folder that "
                               "`tinyllm train --out` wrote")
-    config = _read_json(run_dir / "config.json", "config.json (the run's settings)")
+    config = read_json(run_dir / "config.json", "config.json (the run's settings)")
     state_path = run_dir / "state.json"
     if not state_path.is_file():
         raise CheckpointError(f"{state_path} is missing: the run folder holds no checkpoint yet "
-                              "(the run stopped before its first checkpoint)")
-    state = _read_json(state_path, "state.json")
+                              "(the run stopped before its first checkpoint). tinyllm train "
+                              f"--resume {run_dir} starts that run again from step 0")
+    state = read_json(state_path, "state.json")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CheckpointError(f"{state_path} is damaged: it has no integer 'step'")
     if not isinstance(config, dict):
@@ -211,16 +264,29 @@ def load_checkpoint(run_dir, optimizer: bool = True, tokenizer: bool = True) -> 
                                   f"optimizer metadata cannot be read ({e})") from None
     tok = None
     if tokenizer:
-        from tinyllm.tokenizers import Tokenizer
-
-        path = run_dir / state.get("tokenizer", "tokenizer.json")
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing: the run folder has no tokenizer")
-        try:
-            tok = Tokenizer.load(path)
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{path} is damaged: {e}") from None
+        name = state.get("tokenizer")
+        tok = _read_tokenizer(run_dir / (name if isinstance(name, str) else TOKENIZER_FILE),
+                              meta, run_dir / "model.safetensors")
     return Checkpoint(run_dir, step, config, state, model, meta, opt, tok)
+
+
+def _read_tokenizer(path: Path, meta: dict, weights: Path):
+    """The run's tokenizer, checked to be the one the weights were trained with."""
+    from tinyllm.tokenizers import Tokenizer
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the run folder has no tokenizer")
+    try:
+        tok = Tokenizer.load(path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(damaged(path, e)) from None
+    want = meta.get("tokenizer_fingerprint")  # absent in folders of older versions
+    if want is not None and tok.fingerprint() != want:
+        raise CheckpointError(
+            f"{path} is not the tokenizer {weights.name} was trained with (fingerprint "
+            f"{tok.fingerprint()[:12]}..., the weights name {want[:12]}...): with it the model "
+            "would read other ids than it learned. Put back the run's own tokenizer files")
+    return tok
 
 
 def rng_state_to_json(generator: np.random.Generator) -> dict:

@@ -22,14 +22,14 @@ from pathlib import Path
 __all__ = ["TrainConfig", "ConfigError", "TASKS", "CORPORA", "TOKENIZERS", "DEVICES",
            "apply_overrides", "coerce", "load_json_config"]
 
-TASKS = ("lm", "mlm", "seq2seq", "classify", "sft", "dpo")
+TASKS = ("lm", "mlm", "seq2seq", "classify", "bigram", "mlp", "sft", "dpo")
 CORPORA = ("tinyshakespeare", "tang_poems", "couplets", "digits-reverse", "digits-sort",
            "tang_authors")
 TOKENIZERS = ("char", "digits")
 DEVICES = ("cpu", "cuda")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
-                  "device", "sample_chars", "out")
+                  "device", "sample_chars", "out", "divergence_factor", "verify_corpus")
 
 
 class ConfigError(ValueError):
@@ -39,8 +39,10 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # what to train
-    task: str = "lm"                    # lm (GPT) | mlm (BERT) | seq2seq | classify | sft | dpo
+    task: str = "lm"              # lm (GPT) | mlm (BERT) | seq2seq | classify | bigram | mlp | sft | dpo
     corpus: str = "tinyshakespeare"     # see CORPORA
+    corpus_path: str | None = None      # a file of your own in the corpus's format (unchecked)
+    verify_corpus: bool = True          # check the corpus file's size and SHA-256
     tokenizer: str = "char"             # char | digits (the synthetic seq2seq vocabulary)
     val_fraction: float = 0.1
     # model sizes (mapped onto each model's config by the task builder)
@@ -61,6 +63,8 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0              # 0 turns clipping off
+    divergence_factor: float = 10.0     # stop when the smoothed loss passes this many times its
+                                        # lowest and its first value (0: never stop)
     # bookkeeping
     eval_interval: int = 250
     eval_iters: int = 20
@@ -118,6 +122,9 @@ class TrainConfig:
         for key in ("lr_decay_iters", "ckpt_interval"):
             if getattr(self, key) is not None:
                 _positive(key, getattr(self, key))
+        if 0 < self.divergence_factor <= 1:
+            raise ConfigError(f"config key 'divergence_factor' must be 0 (off) or above 1, got "
+                              f"{self.divergence_factor}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"config keys 'n_embd' ({self.n_embd}) and 'n_head' "
                               f"({self.n_head}): n_embd must be divisible by n_head")
@@ -126,7 +133,7 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"config key 'val_fraction' must be in (0, 1), got "
                               f"{self.val_fraction}")
-        for key in ("lr", "min_lr", "weight_decay", "grad_clip"):
+        for key in ("lr", "min_lr", "weight_decay", "grad_clip", "divergence_factor"):
             if not getattr(self, key) >= 0:
                 raise ConfigError(f"config key {key!r} must be >= 0, got {getattr(self, key)}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):

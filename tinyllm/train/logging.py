@@ -1,16 +1,18 @@
 """Progress output: a tqdm bar on a terminal, plain lines elsewhere (CI, files), or nothing.
 
-``Progress(total, start, mode)`` with mode ``"bar"``, ``"lines"`` or ``"quiet"``;
+``Progress(total, start, mode)`` with mode ``"bar"``, ``"lines"``, ``"quiet"`` or ``"silent"``;
 ``choose_mode(quiet)`` picks ``"bar"`` only when stdout is a terminal. Every mode prints
-``message()`` lines except ``"quiet"``, which keeps only ``always()`` (the final summary).
+``message()`` lines except ``"quiet"``, which keeps only ``always()`` (the final summary), and
+``"silent"``, which prints nothing (a library call such as ``train_synthetic(verbose=False)``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
-__all__ = ["Progress", "choose_mode", "format_seconds"]
+__all__ = ["Progress", "choose_mode", "format_seconds", "terminal_size"]
 
 
 def choose_mode(quiet: bool = False, stream=None) -> str:
@@ -19,6 +21,15 @@ def choose_mode(quiet: bool = False, stream=None) -> str:
     stream = stream or sys.stdout
     isatty = getattr(stream, "isatty", None)
     return "bar" if isatty is not None and isatty() else "lines"
+
+
+def terminal_size(stream) -> tuple[int, int]:
+    """(columns, lines) of the terminal behind ``stream``, (0, 0) when it reports none."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
 
 
 def format_seconds(s: float) -> str:
@@ -37,13 +48,14 @@ class Progress:
         self.t0, self.s0 = time.perf_counter(), start
         self.bar = None
         if mode == "bar":
-            import shutil
-
             from tqdm.auto import tqdm
 
-            width = shutil.get_terminal_size((0, 0)).columns  # 0: a terminal that has no size
+            cols, rows = terminal_size(self.stream)
+            sized = cols > 0 and rows > 0  # a terminal can report 0 x 0 (some CI and pty
+            # setups): tqdm then draws nothing at all, so give it a fixed size instead
             self.bar = tqdm(total=total, initial=start, unit="it", file=self.stream, leave=True,
-                            dynamic_ncols=width > 0, ncols=None if width > 0 else 110)
+                            dynamic_ncols=sized, ncols=None if sized else 110,
+                            nrows=None if sized else 20)
 
     def update(self, step: int, loss: float, lr: float, tokens_per_s: float) -> None:
         """Called after update ``step`` (1-based count of updates done)."""
@@ -61,11 +73,12 @@ class Progress:
                         f"{tokens_per_s:,.0f} tok/s | {format_seconds(left)} left")
 
     def message(self, text: str) -> None:
-        if self.mode != "quiet":
+        if self.mode not in ("quiet", "silent"):
             self._print(text)
 
     def always(self, text: str) -> None:
-        self._print(text)
+        if self.mode != "silent":
+            self._print(text)
 
     def _print(self, text: str) -> None:
         if self.bar is not None:

@@ -1,16 +1,13 @@
 """One small builder per objective: the data, the tokenizer, the model and its loss.
 
-``build_task(cfg, tokenizer=None, load_data=True)`` returns a ``Task``:
+``build_task(cfg, tokenizer=None, load_data=True)`` returns a ``Task`` (``tinyllm.train.task``
+describes the interface). The trainer only ever talks to that interface, so one loop serves GPT,
+BERT, the encoder-decoder Transformer, the classifier and the first models (bigram, MLP; in
+``first_lm_tasks.py``). Every random draw of the data takes the ``rng`` it is given: the
+trainer's batch generator, saved in each checkpoint.
 
-* ``model``, ``tokenizer`` (built from the corpus, or the run folder's when resuming);
-* ``batch(split, rng)`` -> ``(inputs dict of int arrays, number of tokens)``;
-* ``loss(inputs)`` -> the scalar loss Tensor;
-* ``metrics(rng)`` -> task metrics on validation data (masked-token accuracy, exact match, ...);
-* ``optimizer()`` -> AdamW, weight decay on the matrices only (nanoGPT's two groups).
-
-The trainer only ever talks to this interface, so one loop serves GPT, BERT, the
-encoder-decoder Transformer and the classifier. Every random draw of the data takes the
-``rng`` it is given: the trainer's batch generator, saved in each checkpoint.
+A new task: a ``Task`` subclass (in a file of its own if it is large) and one line in
+``TASK_CLASSES`` below; its name goes in ``TASKS`` of ``config.py``.
 """
 
 from __future__ import annotations
@@ -18,130 +15,36 @@ from __future__ import annotations
 import numpy as np
 
 from tinyllm.train.config import ConfigError, TrainConfig
+from tinyllm.train.first_lm_tasks import BigramTask, MLPTask
+from tinyllm.train.task import IGNORE_INDEX, Task, TextTask, char_tokenizer, pad_rows
 
-__all__ = ["Task", "build_task", "LMTask", "MLMTask", "Seq2SeqTask", "ClassifyTask"]
+__all__ = ["Task", "build_task", "LMTask", "MLMTask", "Seq2SeqTask", "ClassifyTask",
+           "BigramTask", "MLPTask", "TASK_CLASSES"]
 
-IGNORE_INDEX = -100
 BERT_SPECIALS = ["<pad>", "<unk>", "<mask>", "<bos>", "<eos>"]  # <bos> is [CLS], <eos> [SEP]
 SEQ2SEQ_SPECIALS = ["<pad>", "<bos>", "<eos>"]
 
 
-class Task:
-    kind = ""
-    can_sample = False
-
-    def __init__(self, cfg: TrainConfig, tokenizer=None, load_data: bool = True):
-        self.cfg = cfg
-        self.data_loaded = load_data
-        self.tokenizer = tokenizer
-        self.info: dict = {}  # extra facts recorded with the model (e.g. class names)
-        if load_data:
-            self.load_data()
-        elif tokenizer is None:
-            raise ValueError("a task without data needs its tokenizer (from the run folder)")
-        self.model = self.build_model()
-
-    # hooks --------------------------------------------------------------------------------
-    def load_data(self) -> None:
-        raise NotImplementedError
-
-    def build_model(self):
-        raise NotImplementedError
-
-    def batch(self, split: str, rng):
-        raise NotImplementedError
-
-    def loss(self, inputs):
-        raise NotImplementedError
-
-    def metrics(self, rng) -> dict:
-        return {}
-
-    # shared -------------------------------------------------------------------------------
-    def optimizer(self):
-        from tinyllm.optim import AdamW, decay_groups
-
-        cfg = self.cfg
-        groups = decay_groups(self.model.parameters(), cfg.weight_decay)
-        return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-    def model_config(self) -> dict:
-        c = self.model.config
-        return c.to_dict() if hasattr(c, "to_dict") else dict(vars(c))
-
-    def _pick(self, split: str):
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        return self.train_data if split == "train" else self.val_data
-
-
-def _char_tokenizer(text, specials=(), unk=None):
-    from tinyllm.tokenizers import CharTokenizer
-
-    return CharTokenizer.from_text(text, unk_token=unk, special_tokens=specials)
-
-
-def _pad(rows, pad_id, width=None):
-    width = width or max(len(r) for r in rows)
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r[:width]
-    return out
-
-
-def _poems():
-    from tinyllm.data import load_tang_poems
-
-    return load_tang_poems()
-
-
 # ------------------------------------------------------------------------------ GPT, causal LM
-class LMTask(Task):
+class LMTask(TextTask):
     """Next-token prediction on a running text (nanoGPT): random windows of block_size + 1."""
 
     kind = "lm"
     can_sample = True
-
-    def load_data(self):
-        from tinyllm.data import load_corpus, train_val_split
-
-        cfg = self.cfg
-        if cfg.corpus == "tinyshakespeare":
-            text = load_corpus("tinyshakespeare")
-        elif cfg.corpus == "tang_poems":
-            text = "\n".join(p.text for p in _poems()) + "\n"
-        else:
-            raise ConfigError(f"config key 'corpus': task 'lm' trains on 'tinyshakespeare' or "
-                              f"'tang_poems', got {cfg.corpus!r}")
-        if self.tokenizer is None:
-            self.tokenizer = _char_tokenizer(text)
-        train, val = train_val_split(text, cfg.val_fraction)
-        dtype = np.uint16 if self.tokenizer.vocab_size <= 2**16 else np.int32
-        self.train_data = np.asarray(self.tokenizer.encode(train), dtype=dtype)
-        self.val_data = np.asarray(self.tokenizer.encode(val), dtype=dtype)
-        for name, d in (("training", self.train_data), ("validation", self.val_data)):
-            if len(d) <= cfg.block_size:
-                raise ConfigError(f"config key 'block_size' ({cfg.block_size}) is longer than the "
-                                  f"{name} text ({len(d)} tokens)")
 
     def build_model(self):
         from tinyllm.models.gpt import GPT, GPTConfig
         from tinyllm.models.llama import Llama, LlamaConfig
 
         c = self.cfg
-        kwargs = dict(vocab_size=self.tokenizer.vocab_size, block_size=c.block_size,
-                      n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, dropout=c.dropout)
-        kwargs.update(c.model_args)
-        arch = kwargs.pop("arch", "gpt")  # model_args.arch picks the decoder
+        arch = c.model_args.get("arch", "gpt")  # model_args.arch picks the decoder
         if arch not in ("gpt", "llama"):
             raise ConfigError(f"config key 'model_args.arch' must be 'gpt' or 'llama', got {arch!r}")
-        return Llama(LlamaConfig(**kwargs)) if arch == "llama" else GPT(GPTConfig(**kwargs))
-
-    def batch(self, split, rng):
-        from tinyllm.data import get_batch
-
-        x, y = get_batch(self._pick(split), self.cfg.batch_size, self.cfg.block_size, rng)
-        return {"idx": x, "targets": y}, x.size
+        config_cls, model_cls = (LlamaConfig, Llama) if arch == "llama" else (GPTConfig, GPT)
+        return model_cls(self.build(config_cls, ignore=("arch",),
+                                    vocab_size=self.tokenizer.vocab_size, block_size=c.block_size,
+                                    n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                    dropout=c.dropout))
 
     def loss(self, inputs):
         return self.model(inputs["idx"], inputs["targets"])[1]
@@ -157,12 +60,16 @@ class LMTask(Task):
         out = self.model.generate(ids, max_new_tokens, **kwargs)
         return [self.tokenizer.decode(row.tolist()) for row in out]
 
+    def end_sample(self, n: int, seed: int) -> str:
+        return self.sample(None, n, do_sample=True, temperature=0.8, top_k=200, seed=seed)[0]
+
 
 # ------------------------------------------------------------------------------ BERT, masked LM
 class MLMTask(Task):
     """BERT's masked-LM on Tang poems: [CLS] poem [SEP], 15% of the characters masked."""
 
     kind = "mlm"
+    TASK_ARGS = {"mlm_probability": (float, 0.15)}
 
     def load_data(self):
         from tinyllm.data import train_val_split
@@ -171,9 +78,9 @@ class MLMTask(Task):
         if cfg.corpus != "tang_poems":
             raise ConfigError(f"config key 'corpus': task 'mlm' trains on 'tang_poems', got "
                               f"{cfg.corpus!r}")
-        texts = [p.text for p in _poems()]
+        texts = [p.text for p in self.read_poems()]
         if self.tokenizer is None:
-            self.tokenizer = _char_tokenizer("".join(texts), BERT_SPECIALS, unk="<unk>")
+            self.tokenizer = char_tokenizer("".join(texts), BERT_SPECIALS, unk="<unk>")
         tok, width = self.tokenizer, cfg.block_size - 2
         if width < 1:
             raise ConfigError("config key 'block_size' must be at least 3 for task 'mlm'")
@@ -183,17 +90,16 @@ class MLMTask(Task):
     def build_model(self):
         from tinyllm.models.bert import BertConfig, BertForMaskedLM
 
-        return BertForMaskedLM(BertConfig(**bert_kwargs(self.cfg, self.tokenizer)))
+        return BertForMaskedLM(self.build(BertConfig, **bert_kwargs(self.cfg, self.tokenizer)))
 
     def batch(self, split, rng):
         from tinyllm.data import mask_tokens
 
         data, tok = self._pick(split), self.tokenizer
         idx = rng.integers(0, len(data), size=self.cfg.batch_size)
-        ids = _pad([data[i] for i in idx], tok.pad_token_id)
+        ids = pad_rows([data[i] for i in idx], tok.pad_token_id)
         masked, labels = mask_tokens(ids, tok.vocab_size, tok.mask_token_id,
-                                     tok.all_special_ids, rng,
-                                     float(self.cfg.task_args.get("mlm_probability", 0.15)),
+                                     tok.all_special_ids, rng, self.args["mlm_probability"],
                                      pad_token_id=tok.pad_token_id)
         mask = (ids != tok.pad_token_id).astype(np.int64)
         return {"input_ids": masked, "attention_mask": mask, "labels": labels}, int(mask.sum())
@@ -220,13 +126,12 @@ class MLMTask(Task):
 
 
 def bert_kwargs(cfg: TrainConfig, tok) -> dict:
-    kw = dict(vocab_size=tok.vocab_size, hidden_size=cfg.n_embd, num_hidden_layers=cfg.n_layer,
-              num_attention_heads=cfg.n_head, intermediate_size=4 * cfg.n_embd,
-              hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-              max_position_embeddings=cfg.block_size, type_vocab_size=1,
-              pad_token_id=tok.pad_token_id)
-    kw.update(cfg.model_args)
-    return kw
+    """BertConfig's sizes from the run's common keys (``model_args`` go on top, checked)."""
+    return dict(vocab_size=tok.vocab_size, hidden_size=cfg.n_embd, num_hidden_layers=cfg.n_layer,
+                num_attention_heads=cfg.n_head, intermediate_size=4 * cfg.n_embd,
+                hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                max_position_embeddings=cfg.block_size, type_vocab_size=1,
+                pad_token_id=tok.pad_token_id)
 
 
 # ------------------------------------------------------------------------------ encoder-decoder
@@ -236,36 +141,16 @@ class Seq2SeqTask(Task):
 
     kind = "seq2seq"
     can_sample = True
+    TASK_ARGS = {"n_train": (int, 20000), "n_val": (int, 500), "min_len": (int, 3),
+                 "max_len": (int, 10), "n_exact_match": (int, 200), "vocab_chars": (int, 0),
+                 "max_poems": (int, 0)}
 
     def load_data(self):
-        cfg, ta = self.cfg, self.cfg.task_args
+        cfg = self.cfg
         if cfg.corpus in ("digits-reverse", "digits-sort"):
-            from tinyllm.data import synthetic_seq2seq
-
-            if self.tokenizer is None:
-                from tinyllm.tokenizers import CharTokenizer
-
-                self.tokenizer = CharTokenizer("0123456789", special_tokens=SEQ2SEQ_SPECIALS)
-            rng = np.random.default_rng([cfg.seed, 2])
-            task = cfg.corpus.split("-")[1]
-            lo, hi = int(ta.get("min_len", 3)), int(ta.get("max_len", 10))
-            val = synthetic_seq2seq(int(ta.get("n_val", 500)), task, lo, hi, rng)
-            held = {tuple(s) for s, _ in val}
-            train = [p for p in synthetic_seq2seq(int(ta.get("n_train", 20000)), task, lo, hi, rng)
-                     if tuple(p[0]) not in held]
-            # DigitVocab ids are the CharTokenizer's: 0 pad, 1 bos, 2 eos, 3..12 the digits
-            pairs_train, pairs_val = train, val
+            pairs_train, pairs_val = self._digit_pairs()
         elif cfg.corpus == "couplets":
-            from tinyllm.data import couplet_pairs, train_val_split
-
-            pairs = [(a, b) for a, b in couplet_pairs(_poems()) if len(a) == len(b)]
-            if self.tokenizer is None:
-                self.tokenizer = _char_tokenizer("".join(a + b for a, b in pairs),
-                                                 SEQ2SEQ_SPECIALS, unk="<unk>")
-            tr, va = train_val_split(pairs, cfg.val_fraction, cfg.seed)
-            enc = self.tokenizer.encode
-            pairs_train = [(enc(a), enc(b)) for a, b in tr]
-            pairs_val = [(enc(a), enc(b)) for a, b in va]
+            pairs_train, pairs_val = self._couplet_pairs()
         else:
             raise ConfigError(f"config key 'corpus': task 'seq2seq' uses 'digits-reverse', "
                               f"'digits-sort' or 'couplets', got {cfg.corpus!r}")
@@ -277,16 +162,57 @@ class Seq2SeqTask(Task):
             raise ConfigError(f"config key 'block_size' ({cfg.block_size}) leaves no pairs short "
                               "enough to train on")
 
+    def _digit_pairs(self):
+        """Random digit strings and their reversal (or sorting); held-out sources never train.
+        DigitVocab's ids are this CharTokenizer's: 0 pad, 1 bos, 2 eos, 3..12 the digits."""
+        from tinyllm.data import synthetic_seq2seq
+
+        cfg, a = self.cfg, self.args
+        if self.tokenizer is None:
+            from tinyllm.tokenizers import CharTokenizer
+
+            self.tokenizer = CharTokenizer("0123456789", special_tokens=SEQ2SEQ_SPECIALS)
+        rng = np.random.default_rng([cfg.seed, 2])
+        task, lo, hi = cfg.corpus.split("-")[1], a["min_len"], a["max_len"]
+        val = synthetic_seq2seq(a["n_val"], task, lo, hi, rng)
+        held = {tuple(s) for s, _ in val}
+        train = [p for p in synthetic_seq2seq(a["n_train"], task, lo, hi, rng)
+                 if tuple(p[0]) not in held]
+        return train, val
+
+    def _couplet_pairs(self):
+        """Tang couplets (first line -> second line of equal length). ``vocab_chars`` > 0 keeps
+        only the couplets written with the that many most frequent characters; ``max_poems`` >
+        0 reads only the first poems."""
+        from collections import Counter
+
+        from tinyllm.data import couplet_pairs, train_val_split
+
+        cfg, a = self.cfg, self.args
+        poems = self.read_poems()
+        poems = poems[:a["max_poems"]] if a["max_poems"] > 0 else poems
+        pairs = [(x, y) for x, y in couplet_pairs(poems) if len(x) == len(y)]
+        if a["vocab_chars"] > 0:
+            counts = Counter(c for x, y in pairs for c in x + y)
+            keep = {c for c, _ in counts.most_common(a["vocab_chars"])}
+            pairs = [(x, y) for x, y in pairs if set(x + y) <= keep]
+        if self.tokenizer is None:
+            self.tokenizer = char_tokenizer("".join(x + y for x, y in pairs), SEQ2SEQ_SPECIALS,
+                                            unk="<unk>")
+        tr, va = train_val_split(pairs, cfg.val_fraction, cfg.seed)
+        enc = self.tokenizer.encode
+        return [(enc(x), enc(y)) for x, y in tr], [(enc(x), enc(y)) for x, y in va]
+
     def build_model(self):
         from tinyllm.models.transformer import Transformer, TransformerConfig
 
         c, tok = self.cfg, self.tokenizer
-        kw = dict(src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size, d_model=c.n_embd,
-                  n_head=c.n_head, num_encoder_layers=c.n_layer, num_decoder_layers=c.n_layer,
-                  dropout=c.dropout, max_len=c.block_size + 1, share_embeddings=True,
-                  pad_id=tok.pad_token_id, bos_id=tok.bos_token_id, eos_id=tok.eos_token_id)
-        kw.update(c.model_args)
-        return Transformer(TransformerConfig(**kw))
+        return Transformer(self.build(
+            TransformerConfig, src_vocab_size=tok.vocab_size, tgt_vocab_size=tok.vocab_size,
+            d_model=c.n_embd, n_head=c.n_head, num_encoder_layers=c.n_layer,
+            num_decoder_layers=c.n_layer, dropout=c.dropout, max_len=c.block_size + 1,
+            share_embeddings=True, pad_id=tok.pad_token_id, bos_id=tok.bos_token_id,
+            eos_id=tok.eos_token_id))
 
     def batch(self, split, rng):
         from tinyllm.data import collate_seq2seq
@@ -305,7 +231,7 @@ class Seq2SeqTask(Task):
         """Exact match of greedy decoding on (up to ``n``, default 200) validation pairs."""
         from tinyllm.train.seq2seq import exact_match
 
-        n = n or int(self.cfg.task_args.get("n_exact_match", 200))
+        n = n or self.args["n_exact_match"]
         pairs = self.val_data[:n]
         self.model.eval()
         return {"exact_match": exact_match(self.model, pairs, batch_size=64)}
@@ -330,6 +256,7 @@ class ClassifyTask(Task):
     classifier on its pooled [CLS] vector. ``init_from`` a ``bert-tang`` run fine-tunes it."""
 
     kind = "classify"
+    TASK_ARGS = {"top_k": (int, 12), "pooling": (str, "pooler")}
 
     def load_data(self):
         from tinyllm.data import author_classification, stratified_split
@@ -338,10 +265,10 @@ class ClassifyTask(Task):
         if cfg.corpus != "tang_authors":
             raise ConfigError(f"config key 'corpus': task 'classify' uses 'tang_authors', got "
                               f"{cfg.corpus!r}")
-        poems = _poems()
-        texts, labels, names = author_classification(poems, int(cfg.task_args.get("top_k", 12)))
+        poems = self.read_poems()
+        texts, labels, names = author_classification(poems, self.args["top_k"])
         if self.tokenizer is None:  # the same vocabulary as bert-tang, so its weights fit
-            self.tokenizer = _char_tokenizer("".join(p.text for p in poems), BERT_SPECIALS,
+            self.tokenizer = char_tokenizer("".join(p.text for p in poems), BERT_SPECIALS,
                                              unk="<unk>")
         tok, width = self.tokenizer, cfg.block_size - 2
         rows = [[tok.bos_token_id, *tok.encode(t)[:width], tok.eos_token_id] for t in texts]
@@ -355,16 +282,15 @@ class ClassifyTask(Task):
         from tinyllm.models.classification import BertForSequenceClassification
 
         c = self.cfg
-        return BertForSequenceClassification(BertConfig(**bert_kwargs(c, self.tokenizer)),
-                                             num_labels=int(c.task_args.get("top_k", 12)),
-                                             pooling=str(c.task_args.get("pooling", "pooler")),
-                                             dropout=c.dropout)
+        return BertForSequenceClassification(self.build(BertConfig, **bert_kwargs(c, self.tokenizer)),
+                                             num_labels=self.args["top_k"],
+                                             pooling=self.args["pooling"], dropout=c.dropout)
 
     def model_config(self) -> dict:
         return {**self.model.body.config.to_dict(), "num_labels": self.model.num_labels}
 
     def _inputs(self, rows, labels):
-        ids = _pad(rows, self.tokenizer.pad_token_id)
+        ids = pad_rows(rows, self.tokenizer.pad_token_id)
         mask = (ids != self.tokenizer.pad_token_id).astype(np.int64)
         return {"input_ids": ids, "attention_mask": mask, "labels": np.asarray(labels)}, \
             int(mask.sum())
@@ -403,7 +329,8 @@ class ClassifyTask(Task):
         return len(body)
 
 
-TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify": ClassifyTask}
+TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify": ClassifyTask,
+                "bigram": BigramTask, "mlp": MLPTask}
 
 
 def chat_tasks() -> dict:

@@ -4,6 +4,8 @@
         lr = cosine_with_warmup(step, ...)            # a function of the step, nothing stored
         x = task.batch("train", batch_rng)            # the only draw of the batch generator
         loss = task.loss(x); backward; clip; AdamW    # dropout draws from tinyllm's generator
+        stop if the loss is not finite, or diverges   # (its running mean grows tenfold)
+        every log_interval: record the loss           # train_loss.jsonl, loss.png
         every eval_interval: train/val loss on fixed batches (their own generator)
         every ckpt_interval: checkpoint (weights, optimizer, both generators, step)
 
@@ -11,14 +13,22 @@ Step numbers count updates done: the checkpoint of step 100 holds the weights af
 and the generators as they were then, so a resumed run draws exactly the batches and dropout
 masks that the uninterrupted run would have drawn, and ends with the same bits. Evaluation and
 sampling never touch those two generators.
+
+A run folder is never a dead end: ``--resume`` of a folder that holds no checkpoint yet (the run
+was killed, or its disk filled, before the first one) starts that run again from step 0 with its
+``config.json``, and a new run may be started into such a folder; a folder with a checkpoint
+is refused to a new run (continue it with ``--resume``). A write that fails (full disk,
+read-only folder) raises ``RunFolderError`` saying which checkpoint is kept and what to run.
+
+Extending: the loop below reads top to bottom and calls small ``Run`` methods; a new hook is
+one more method called at its place (``step_once`` is the update, ``record`` what follows it,
+``evaluate`` and ``save`` the periodic work).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +37,18 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.train import checkpoint as ckpt
-from tinyllm.train.config import RESUMABLE_KEYS, ConfigError, TrainConfig, apply_overrides
+from tinyllm.train.config import ConfigError, TrainConfig
 from tinyllm.train.logging import Progress, choose_mode, format_seconds
-from tinyllm.train.tasks import Task, build_task
+from tinyllm.train.run_folder import StopFlag, new_run, resume_run
+from tinyllm.train.task import Task
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "estimate_loss",
            "load_run", "default_out"]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss (or the weights) stopped being finite; the last good checkpoint is kept."""
+    """The loss (or the weights) stopped being finite, or the loss grew by an order of
+    magnitude; the last good checkpoint is kept."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -52,36 +64,27 @@ class TrainResult:
     tokens_per_s: float
     metrics: list = field(default_factory=list)
     samples: list = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------------- helpers
-def setup_device(device: str) -> str:
-    try:
-        backend.set_default_device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"config key 'device': {device!r} cannot be used here: {e}") from None
-    return backend.get_default_device()
-
-
-def to_device(inputs: dict, device: str) -> dict:
-    if device == "cpu":
-        return inputs
-    return {k: backend.as_array(v, device=device) for k, v in inputs.items()}
+    losses: list = field(default_factory=list)  # the training loss of every step of this session
+    task: Task | None = None                    # the task, with the trained model and tokenizer
 
 
 def estimate_loss(task: Task, cfg: TrainConfig, iters: int | None = None) -> dict:
-    """Mean loss over ``eval_iters`` batches of each split, in eval mode. The batches come from
-    a generator seeded by the run's seed alone: the same batches at every evaluation (smoother
-    curves), and the training generators are left alone."""
+    """Mean loss over ``iters`` (default ``eval_iters``) batches of each split, in eval mode.
+    The batches come from a generator seeded by the run's seed alone: the same batches at
+    every evaluation (smoother curves), and the training generators are left alone."""
     from tinyllm.autograd import no_grad
 
+    n = cfg.eval_iters if iters is None else iters
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"eval iterations (--eval-iters / eval_iters) must be a positive "
+                          f"number of batches, got {n!r}")
     out = {}
     task.model.eval()
     with no_grad():
         for i, split in enumerate(("train", "val")):
             rng = np.random.default_rng([cfg.seed, 1, i])
-            losses = [task.loss(to_device(task.batch(split, rng)[0], cfg.device)).item()
-                      for _ in range(iters or cfg.eval_iters)]
+            losses = [task.loss(task.batch(split, rng)[0]).item()
+                      for _ in range(n)]
             out[f"{split}_loss"] = float(np.mean(losses))
     task.model.train()
     return out
@@ -97,97 +100,108 @@ def default_out(cfg: TrainConfig) -> Path:
     return path
 
 
-def _all_finite(model) -> bool:
-    for p in model.parameters():
-        xp = backend.get_array_module(p.data)
-        if not bool(xp.isfinite(p.data).all()):
-            return False
-    return True
-
-
-def _read_metrics(path: Path, up_to: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and r.get("step", up_to + 1) <= up_to:
-            records.append(r)
-    return records
-
-
-class _StopFlag:
-    """Ctrl-C sets a flag that the loop checks between steps (so the checkpoint is never taken
-    in the middle of an update); a second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.set, self.old = False, None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-        return False
-
-
 # ----------------------------------------------------------------------------------- the run
 class Run:
     """Everything one training run holds; ``train()`` drives it."""
 
+    EMA = 0.1  # weight of the newest loss in the running mean the divergence check watches
+    PLOT_EVERY_S = 15.0
+
     def __init__(self, cfg: TrainConfig, out: Path, task: Task, optimizer, batch_rng,
-                 state: dict, metrics: list, resumed_from: int | None):
+                 state: dict, metrics: list, loss_log: list, resumed_from: int | None):
         self.cfg, self.out, self.task, self.opt = cfg, out, task, optimizer
-        self.batch_rng, self.metrics, self.resumed_from = batch_rng, metrics, resumed_from
+        self.batch_rng, self.metrics, self.loss_log = batch_rng, metrics, loss_log
+        self.resumed_from = resumed_from
         self.step = state.get("step", 0)
         self.best_val_loss = state.get("best_val_loss")
         self.best_step = state.get("best_step")
         self.tokens = state.get("tokens_seen", 0)
         self.elapsed0 = state.get("elapsed_s", 0.0)
         self.last_loss = state.get("last_loss")
+        self.first_loss = state.get("first_loss")
+        self.loss_ema = state.get("loss_ema")
+        self.low_ema = state.get("lowest_loss_ema")
         self.last_ckpt = resumed_from
-        self.note = None  # what recover() did to the folder, if anything
+        self.losses: list[float] = []
+        self.notes: list[str] = []  # what preparing the folder did, said when the run starts
+        self.params = [p for p in task.model.parameters() if p.requires_grad]
         self.t0 = time.perf_counter()
+        self.plotted = -math.inf
 
     @property
     def elapsed(self) -> float:
         return self.elapsed0 + time.perf_counter() - self.t0
 
-    def model_meta(self) -> dict:
-        t = self.task
-        return {"task": t.kind, "model_class": type(t.model).__name__,
-                "model_config": json.dumps(t.model_config()), "task_info": json.dumps(t.info)}
+    def lr(self, step: int) -> float:
+        from tinyllm.optim import cosine_with_warmup
+
+        c = self.cfg
+        return cosine_with_warmup(step, c.lr, c.min_lr, c.warmup_iters, c.lr_decay_iters)
 
     def kept(self) -> str:
         if self.last_ckpt is None:
-            return f"No checkpoint was saved yet in {self.out}"
+            return (f"No checkpoint was saved yet in {self.out}; tinyllm train --resume "
+                    f"{self.out} starts the run again from step 0")
         return f"The last good checkpoint (step {self.last_ckpt}) in {self.out} is kept"
 
-    def save(self) -> None:
-        if not _all_finite(self.task.model):
+    # ------------------------------------------------------------------ one step
+    def step_once(self) -> float:
+        """One update from one training batch; returns its loss (checked to be finite)."""
+        from tinyllm.train.step import train_step
+
+        cfg = self.cfg
+        lr = self.lr(self.step)
+        inputs, ntok = self.task.batch("train", self.batch_rng)
+        # overflow is checked explicitly (the loss, and the weights before each save)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # host batches: the model checks the ids there and moves them itself, so a
+            # step on the GPU copies back only the loss (and the clipping norm)
+            loss = self.task.loss(inputs)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"the loss became {value} at step {self.step + 1} (the last finite loss was "
+                    f"{self.last_loss} at step {self.step}); stopping. {self.kept()}. Lower lr "
+                    f"({cfg.lr}) or check grad_clip ({cfg.grad_clip})")
+            train_step(loss, self.opt, self.params, lr, cfg.grad_clip)
+        self.step += 1
+        self.tokens += ntok
+        return value
+
+    def record(self, value: float) -> None:
+        """After an update: the loss log, and the divergence check on its running mean."""
+        self.last_loss = value
+        self.losses.append(value)
+        if self.step % self.cfg.log_interval == 0 or self.step == self.cfg.max_iters:
+            self.loss_log.append({"step": self.step, "loss": value,
+                                  "lr": self.lr(self.step - 1)})
+        if self.first_loss is None:
+            self.first_loss = value
+        ema = value if self.loss_ema is None else (1 - self.EMA) * self.loss_ema + self.EMA * value
+        self.loss_ema = ema
+        self.low_ema = ema if self.low_ema is None else min(self.low_ema, ema)
+        f = self.cfg.divergence_factor
+        if f and ema > f * self.low_ema and ema > self.first_loss:
             raise TrainingDiverged(
-                f"the weights are no longer finite at step {self.step} (the last finite loss "
-                f"was {self.last_loss}); not saving them. {self.kept()}")
-        state = {"step": self.step, "best_val_loss": self.best_val_loss,
-                 "best_step": self.best_step, "last_loss": self.last_loss,
-                 "tokens_seen": self.tokens, "elapsed_s": round(self.elapsed, 3),
-                 "batch_rng": self.batch_rng.bit_generator.state,
-                 "tinyllm_rng": backend.rng().bit_generator.state,
-                 "tokenizer": "tokenizer.json", "config": "config.json"}
-        ckpt.save_checkpoint(self.out, self.step, self.task.model.state_dict(),
-                             self.opt.state_dict(), state, self.model_meta())
-        self.last_ckpt = self.step
+                f"the training loss diverged at step {self.step}: its running mean is {ema:.4g}, "
+                f"more than {f:g}x its lowest ({self.low_ema:.4g}) and above the first step's "
+                f"loss ({self.first_loss:.4g}); stopping. {self.kept()}. Lower lr "
+                f"({self.cfg.lr}), or set divergence_factor higher (0 turns this check off)")
+
+    # ------------------------------------------------------------------ periodic work
+    def _write(self, what: str, fn) -> None:
+        """Run ``fn`` (writes into the run folder); a failure becomes a RunFolderError."""
+        try:
+            fn()
+        except OSError as e:
+            raise ckpt.RunFolderError(ckpt.write_failure(self.out, what, e, self.kept(),
+                                                         self.last_ckpt)) from None
+
+    def write_logs(self) -> None:
+        lines = lambda recs: "".join(json.dumps(r) + "\n" for r in recs)  # noqa: E731
+        self._write("the metrics", lambda: (
+            ckpt.atomic_write_text(self.out / "metrics.jsonl", lines(self.metrics)),
+            ckpt.atomic_write_text(self.out / "train_loss.jsonl", lines(self.loss_log))))
 
     def evaluate(self, progress: Progress) -> dict:
         cfg = self.cfg
@@ -205,14 +219,11 @@ class Run:
         self.metrics.append(rec)
         if self.best_val_loss is None or rec["val_loss"] < self.best_val_loss:
             self.best_val_loss, self.best_step = rec["val_loss"], self.step
-        ckpt.atomic_write_text(self.out / "metrics.jsonl",
-                               "".join(json.dumps(r) + "\n" for r in self.metrics))
-        try:
-            from tinyllm.train.plots import plot_losses
-
-            plot_losses(self.metrics, self.out / "loss.png", title=cfg.preset or "")
-        except ImportError:  # matplotlib missing: the numbers are in metrics.jsonl
-            pass
+        self.write_logs()
+        if self.step == cfg.max_iters or (self.step and self.PLOT_EVERY_S
+                                          <= time.perf_counter() - self.plotted):
+            self._write("loss.png", self.plot)  # a plot costs ~0.5 s: at most every 15 s
+            self.plotted = time.perf_counter()
         extra = "".join(f" | {k} {v:.4f}" for k, v in rec.items()
                         if k not in ("step", "train_loss", "val_loss", "lr", "elapsed_s",
                                      "tokens"))
@@ -220,106 +231,77 @@ class Run:
                          f"val loss {rec['val_loss']:.4f}{extra}")
         return rec
 
-    def lr(self, step: int) -> float:
-        from tinyllm.optim import cosine_with_warmup
-
-        c = self.cfg
-        return cosine_with_warmup(step, c.lr, c.min_lr, c.warmup_iters, c.lr_decay_iters)
-
-
-def _prepare(cfg: TrainConfig | None, resume, overrides: dict | None, out) -> Run:
-    from tinyllm import manual_seed
-
-    if resume is not None:
-        resume = Path(resume)
-        note = ckpt.recover(resume)
-        ck = ckpt.load_checkpoint(resume)
-        cfg = TrainConfig.from_dict(ck.config, where=str(resume / "config.json"))
-        changed = {k: v for k, v in (overrides or {}).items() if k not in RESUMABLE_KEYS}
-        if changed:
-            raise ConfigError(f"cannot change {', '.join(sorted(changed))} when resuming (it "
-                              f"would not continue the same run); only "
-                              f"{', '.join(RESUMABLE_KEYS)} may change")
-        apply_overrides(cfg, overrides or {})
-        cfg.out = str(resume)
-        cfg.validate()
-        setup_device(cfg.device)
-        manual_seed(cfg.seed)
-        task = build_task(cfg, tokenizer=ck.tokenizer)
+    def plot(self) -> None:
         try:
-            task.model.load_state_dict(ck.model)
-        except KeyError as e:
-            raise ckpt.CheckpointError(f"{resume / 'model.safetensors'} does not fit the model "
-                                       f"of config.json: {e.args[0]}") from None
-        opt = task.optimizer()
-        try:
-            opt.load_state_dict(ck.optimizer)
-        except (ValueError, KeyError, IndexError) as e:
-            raise ckpt.CheckpointError(f"{resume / 'optimizer.safetensors'} does not fit the "
-                                       f"model: {e}") from None
-        batch_rng = np.random.default_rng(cfg.seed)
-        ckpt.set_rng_state(batch_rng, ck.state["batch_rng"], str(resume / "state.json"))
-        ckpt.set_rng_state(backend.rng(), ck.state["tinyllm_rng"], str(resume / "state.json"))
-        ckpt.atomic_write_json(resume / "config.json", cfg.to_dict())
-        metrics = _read_metrics(resume / "metrics.jsonl", ck.step)
-        run = Run(cfg, resume, task, opt, batch_rng, ck.state, metrics, ck.step)
-        run.note = note
-        return run
+            from tinyllm.train.plots import plot_losses
+        except ImportError:  # matplotlib missing: the numbers are in the .jsonl files
+            return
+        plot_losses(self.metrics, self.out / "loss.png", title=self.cfg.preset or "",
+                    train_log=self.loss_log)
 
-    cfg = apply_overrides(cfg or TrainConfig(), overrides or {})
-    cfg.finalize().validate()
-    out = Path(out or cfg.out or default_out(cfg))
-    if (out / "state.json").exists() or (out / "config.json").exists():
-        raise ConfigError(f"{out} already holds a run: continue it with --resume {out}, or "
-                          "choose another --out folder")
-    cfg.out = str(out)
-    setup_device(cfg.device)
-    manual_seed(cfg.seed)
-    tokenizer, init = None, None
-    if cfg.init_from:
-        init = ckpt.load_checkpoint(cfg.init_from, optimizer=False)
-        tokenizer = init.tokenizer
-    task = build_task(cfg, tokenizer=tokenizer)
-    if init is not None:
-        if hasattr(task, "load_pretrained_body"):
-            task.load_pretrained_body(init.model)
-        else:
-            task.model.load_state_dict(init.model)
-    opt = task.optimizer()
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_json(out / "config.json", cfg.to_dict())
-    task.tokenizer.save(out / "tokenizer.json")
-    (out / "tokenizer.json").chmod(0o644)  # Tokenizer.save leaves mkstemp's 0600
-    return Run(cfg, out, task, opt, np.random.default_rng(cfg.seed), {}, [], None)
+    def save(self) -> None:
+        if not _all_finite(self.task.model):
+            raise TrainingDiverged(
+                f"the weights are no longer finite at step {self.step} (the last finite loss "
+                f"was {self.last_loss}); not saving them. {self.kept()}")
+        state = {"step": self.step, "best_val_loss": self.best_val_loss,
+                 "best_step": self.best_step, "last_loss": self.last_loss,
+                 "first_loss": self.first_loss, "loss_ema": self.loss_ema,
+                 "lowest_loss_ema": self.low_ema, "tokens_seen": self.tokens,
+                 "elapsed_s": round(self.elapsed, 3),
+                 "batch_rng": self.batch_rng.bit_generator.state,
+                 "tinyllm_rng": backend.rng().bit_generator.state,
+                 "tokenizer": ckpt.TOKENIZER_FILE, "config": "config.json"}
+        self.write_logs()
+        self._write(f"the checkpoint of step {self.step}", lambda: ckpt.save_checkpoint(
+            self.out, self.step, self.task.model.state_dict(), self.opt.state_dict(), state,
+            model_meta(self.task)))
+        self.last_ckpt = self.step
 
 
+def model_meta(task: Task) -> dict:
+    """The strings stored in model.safetensors' header: what the weights are and the tokenizer
+    they were trained with (its fingerprint, checked when the folder is read)."""
+    return {"task": task.kind, "model_class": type(task.model).__name__,
+            "model_config": json.dumps(task.model_config()), "task_info": json.dumps(task.info),
+            "tokenizer_fingerprint": task.tokenizer.fingerprint()}
+
+
+def _all_finite(model) -> bool:
+    for p in model.parameters():
+        xp = backend.get_array_module(p.data)
+        if not bool(xp.isfinite(p.data).all()):
+            return False
+    return True
+
+
+# ----------------------------------------------------------------------------------- train()
 def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = None,
           out=None, quiet: bool = False, mode: str | None = None) -> TrainResult:
     """Train ``cfg`` into a new run folder, or continue the run in ``resume``.
 
     ``overrides``: config keys to set (when resuming only those that keep the trajectory:
     max_iters, intervals, device, ...). Raises ``ConfigError`` for bad settings,
-    ``CheckpointError`` for a damaged run folder, ``TrainingDiverged`` when the loss stops being
-    finite, ``TrainingInterrupted`` after Ctrl-C (a checkpoint is saved first)."""
-    from tinyllm.train.step import train_step
-
-    run = _prepare(cfg, resume, overrides, out)
-    cfg, task, opt, model = run.cfg, run.task, run.opt, run.task.model
+    ``CheckpointError`` for a damaged run folder (``RunFolderError`` for one that cannot be
+    written), ``TrainingDiverged`` when the loss stops being finite or diverges,
+    ``TrainingInterrupted`` after Ctrl-C (a checkpoint is saved first)."""
+    run = (resume_run(Run, resume, overrides) if resume is not None
+           else new_run(Run, cfg, overrides, out, default_out))
+    cfg, task, model = run.cfg, run.task, run.task.model
     progress = Progress(cfg.max_iters, run.step, mode or choose_mode(quiet), cfg.log_interval)
-    if run.note:
-        progress.message(f"{run.out}: {run.note}")
+    for note in run.notes + task.notes():
+        progress.message(note)
     nparams = sum(p.size for p in model.parameters())
     what = (f"resuming {run.out} at step {run.step}" if run.resumed_from is not None
             else f"training into {run.out}")
     progress.message(f"{what}: {type(model).__name__} ({nparams / 1e6:.2f}M parameters), task "
                      f"{task.kind}, corpus {cfg.corpus}, vocabulary {task.tokenizer.vocab_size}, "
                      f"{cfg.max_iters} steps on {cfg.device}")
-    params = [p for p in model.parameters() if p.requires_grad]
     model.train()
     tok_s, t_last, tok_last = 0.0, time.perf_counter(), 0
     start_tokens, t_train = run.tokens, time.perf_counter()
     try:
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             if run.step == 0 and run.resumed_from is None and cfg.max_iters > 0:
                 run.evaluate(progress)
             while run.step < cfg.max_iters:
@@ -329,45 +311,34 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
                     raise TrainingInterrupted(
                         f"interrupted at step {run.step}; checkpoint saved in {run.out}. "
                         f"Continue with: tinyllm train --resume {run.out}")
-                lr = run.lr(run.step)
-                inputs, ntok = task.batch("train", run.batch_rng)
-                # overflow is checked explicitly (the loss, and the weights before each save)
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    loss = task.loss(to_device(inputs, cfg.device))
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"the loss became {value} at step {run.step + 1} (the last finite "
-                            f"loss was {run.last_loss} at step {run.step}); stopping. "
-                            f"{run.kept()}. Lower lr ({cfg.lr}) or check grad_clip "
-                            f"({cfg.grad_clip})")
-                    train_step(loss, opt, params, lr, cfg.grad_clip)
-                run.step += 1
-                run.tokens += ntok
-                run.last_loss = value
+                value = run.step_once()
+                run.record(value)
                 now = time.perf_counter()
                 if now - t_last >= 1.0 or run.step == cfg.max_iters:
-                    tok_s = (run.tokens - tok_last) / (now - t_last) if tok_last or run.tokens \
-                        else 0.0
+                    tok_s = (run.tokens - tok_last) / (now - t_last)
                     t_last, tok_last = now, run.tokens
-                progress.update(run.step, value, lr, tok_s)
+                progress.update(run.step, value, run.lr(run.step - 1), tok_s)
                 if run.step % cfg.eval_interval == 0 or run.step == cfg.max_iters:
                     run.evaluate(progress)
                 if run.step % cfg.ckpt_interval == 0 or run.step == cfg.max_iters:
                     run.save()
     finally:
         progress.close()
-    train_s = time.perf_counter() - t_train
+    return _finish(run, progress, time.perf_counter() - t_train, start_tokens)
+
+
+def _finish(run: Run, progress: Progress, train_s: float, start_tokens: int) -> TrainResult:
+    cfg, task = run.cfg, run.task
     tps = (run.tokens - start_tokens) / max(train_s, 1e-9)  # this session, evaluations included
-    result = TrainResult(run.out, run.step, run.best_val_loss, run.elapsed, tps, run.metrics)
+    result = TrainResult(run.out, run.step, run.best_val_loss, run.elapsed, tps, run.metrics,
+                         losses=run.losses, task=task)
     best = (f"best val loss {run.best_val_loss:.4f} (step {run.best_step})"
             if run.best_val_loss is not None else "no evaluation")
     progress.always(f"done: {run.step} steps in {format_seconds(run.elapsed)} "
                     f"(this session {format_seconds(train_s)}), {best}, {tps:,.0f} tokens/s; "
                     f"run folder {run.out}")
-    if cfg.sample_chars and task.can_sample and task.kind == "lm":
-        text = task.sample(None, cfg.sample_chars, do_sample=True, temperature=0.8, top_k=200,
-                           seed=cfg.seed)[0]
+    text = task.end_sample(cfg.sample_chars, cfg.seed) if cfg.sample_chars else None
+    if text is not None:
         result.samples.append(text)
         progress.always(f"sample ({cfg.sample_chars} characters, temperature 0.8):\n{text}")
     return result
@@ -376,17 +347,13 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
 # ----------------------------------------------------------------------------------- reading runs
 def load_run(run_dir, load_data: bool = False, device: str | None = None):
     """The (config, task with trained weights, checkpoint) of a run folder, for sample/eval."""
+    from tinyllm.train.run_folder import build_from_checkpoint
+
     ck = ckpt.load_checkpoint(run_dir, optimizer=False)
     cfg = TrainConfig.from_dict(ck.config, where=str(Path(run_dir) / "config.json"))
     if device:
         cfg.device = device
     cfg.validate()
-    setup_device(cfg.device)
-    task = build_task(cfg, tokenizer=ck.tokenizer, load_data=load_data)
-    try:
-        task.model.load_state_dict(ck.model)
-    except KeyError as e:
-        raise ckpt.CheckpointError(f"{Path(run_dir) / 'model.safetensors'} does not fit the "
-                                   f"model of config.json: {e.args[0]}") from None
+    task = build_from_checkpoint(cfg, ck, load_data=load_data)
     task.model.eval()
     return cfg, task, ck
