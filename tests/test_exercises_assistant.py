@@ -11,7 +11,7 @@ No test needs a later exercise: 20.1 uses only the tokenizers, 20.2 builds its l
 
 import numpy as np
 import pytest
-from helpers import fd_grads
+from exercise_asserts import assert_close, fail, fd_grads, seed_note
 
 import tinyllm as tl
 from tinyllm.data.chat import IGNORE_INDEX, render_chat
@@ -23,15 +23,18 @@ ex = pytest.mark.exercise
 ALPHABET = "abcdeghinst <|>"  # the brackets and bars let content spell a special token as text
 
 
+_case = {"seed": None}  # the running test's rng, so that every failure names its seed
+
+
+@pytest.fixture(autouse=True)
+def _seed_of_the_case(request):
+    _case["seed"] = request.getfixturevalue("rng") if "rng" in request.fixturenames else None
+    yield
+    _case["seed"] = None
+
+
 def close(got, want, what, atol=1e-9, rtol=1e-7):
-    got, want = (np.asarray(a.numpy() if isinstance(a, tl.Tensor) else a, dtype=np.float64)
-                 for a in (got, want))
-    assert got.shape == want.shape, f"{what}: expected shape {want.shape}, got {got.shape}"
-    if not np.allclose(got, want, atol=atol, rtol=rtol):
-        i = np.unravel_index(np.argmax(np.abs(got - want)), got.shape)
-        raise AssertionError(f"{what}: at index {tuple(int(j) for j in i)} expected "
-                             f"{want[i]:.8g}, got {got[i]:.8g} (max difference "
-                             f"{np.max(np.abs(got - want)):.3g})\nexpected:\n{want}\ngot:\n{got}")
+    assert_close(what, got, want, _case["seed"], atol=atol, rtol=rtol)
 
 
 # ---------------------------------------------------------------------- 20.1 the chat template
@@ -62,12 +65,13 @@ def check_render(messages, tok, add_generation_prompt=False):
     show = lambda xs: [tok.decode([i]) if i != IGNORE_INDEX else "-" for i in xs]  # noqa: E731
     what = (f"render_chat({[(m['role'], m['content']) for m in messages]}, "
             f"add_generation_prompt={add_generation_prompt})")
-    assert list(ids) == want_ids, (f"{what}: ids\nexpected {show(want_ids)}\n"
-                                   f"got      {show(list(ids))}")
-    assert list(labels) == want_labels, (
-        f"{what}: labels (the loss mask; '-' is IGNORE_INDEX, only an assistant's content and "
-        f"the end token that closes it are trained)\nexpected {show(want_labels)}\n"
-        f"got      {show(list(labels))}")
+    if list(ids) != want_ids:
+        fail(f"{what}: ids", f"\nexpected {show(want_ids)}\ngot      {show(list(ids))}",
+             _case["seed"])
+    if list(labels) != want_labels:
+        fail(f"{what}: labels (the loss mask; '-' is IGNORE_INDEX, only an assistant's content "
+             "and the end token that closes it are trained)",
+             f"\nexpected {show(want_labels)}\ngot      {show(list(labels))}", _case["seed"])
 
 
 @ex("20.1")
@@ -182,6 +186,19 @@ def test_20_2_dropout_only_on_the_adapter_input(rng):
     layer.lora_B.data = np.zeros_like(layer.lora_B.data)
     close(layer(tl.tensor(x)), x @ w.T + b, "in training mode with B = 0 the output is the "
           "frozen layer's exactly: dropout applies to the adapter's input, not to x W^T + b")
+    # W = 0, b = 0, A = B = I, alpha = rank: the output is dropout(x) itself
+    n = int(rng.integers(4, 9))
+    eye = LoRALinear(n, n, rank=n, alpha=float(n), bias=True, dropout=0.5)
+    eye.weight.data, eye.bias.data = np.zeros((n, n)), np.zeros(n)
+    eye.lora_A.data, eye.lora_B.data = np.eye(n), np.eye(n)
+    x = rng.uniform(1.0, 2.0, size=(16, n))
+    got = eye(tl.tensor(x)).numpy()
+    dropped, kept = np.isclose(got, 0.0), np.isclose(got, 2 * x)
+    assert (dropped | kept).all() and dropped.any() and kept.any(), (
+        f"in training mode with dropout 0.5 the adapter sees dropout(x): each entry 0 or 2 x "
+        f"(with W = 0, A = B = I, alpha = rank), got {int(dropped.sum())} zeros, "
+        f"{int(kept.sum())} doubled and {int((~dropped & ~kept).sum())} other entries of "
+        f"{got.size}{seed_note(_case['seed'])}")
 
 
 @ex("20.2")
@@ -189,8 +206,12 @@ def test_20_2_merged_weight_and_merge(rng):
     for bias in (True, False):
         layer = lora_case(rng, bias, dtype=np.float32)
         w, b, a, bb, s = arrays(layer)
-        close(layer.merged_weight(), w + s * bb @ a, f"merged_weight (rank {layer.rank}, alpha "
+        merged = layer.merged_weight()
+        close(merged, w + s * bb @ a, f"merged_weight (rank {layer.rank}, alpha "
               f"{layer.alpha:g}): W + (alpha / rank) B A", atol=1e-5, rtol=1e-5)
+        assert not merged.requires_grad, (
+            "merged_weight() is a plain weight for inference: detach it from the graph (it "
+            "still requires grad through lora_A and lora_B)")
         x = rng.standard_normal((3, layer.in_features)).astype(np.float32)
         plain = layer.merge()
         assert type(plain) is tl.nn.Linear, f"merge() returns a plain Linear, got {type(plain)}"
@@ -229,6 +250,13 @@ def test_20_3_forward(rng):
         close(fn.forward(pc, pr, rc, rr), np_dpo(pc, pr, rc, rr, beta)[0],
               f"DPO loss of {len(pc)} pairs, beta {beta:.3g}: mean of -log sigmoid(beta ((pc - rc) "
               f"- (pr - rr))) (chosen minus rejected, each against the reference)")
+    (pc, pr, rc, rr), beta = dpo_case(rng)
+    fn = DPOLoss(beta)
+    fn.needs_grad = (True, True, False, False)
+    got = fn.forward(pc.astype(np.float32), pr.astype(np.float32), rc, rr)
+    assert np.asarray(got).dtype == np.float32, (
+        f"a float32 policy with float64 reference log-probabilities: the loss keeps the "
+        f"policy's dtype float32 (no upcast in float32 training), got {np.asarray(got).dtype}")
 
 
 @ex("20.3")

@@ -10,7 +10,8 @@ Two kinds of (request, reply) pairs, each with a held-out split:
       以江雪爲題，作一首五言絕句              -> the real poem of that title
       寫一首李白的七言絕句                    -> a real seven-character quatrain by Li Bai
 
-  The poems are split, not the requests: a held-out poem's title and text are never trained on.
+  The poems are split, not the requests: a held-out poem's title and text are never trained on
+  (nor the same text under another title or author: the corpus holds a few poems twice).
   Whether a reply keeps the requested form is checked by ``quatrain_form``.
 * **Reversal** (倒讀, "read backwards"): ``倒讀，春風不度`` -> ``度不風春``, random strings of 3 to 8
   of the corpus's most frequent characters; the reply is right or wrong, exactly. The held-out
@@ -149,7 +150,8 @@ def instruction_splits(poems, seed: int = 0, val_fraction: float = 0.05, n_rever
     order = rng.permutation(len(requests))
     n_val = max(1, int(round(len(requests) * val_fraction)))
     val = [requests[i] for i in order[:n_val]]
-    train = [requests[i] for i in order[n_val:]]
+    held_out = {e.response for e in val}  # a poem the corpus holds twice stays held out
+    train = [requests[i] for i in order[n_val:] if requests[i].response not in held_out]
     alphabet = reversal_alphabet(poems, alphabet_size)
     rev_val = reversal_examples(n_reverse_val, alphabet, rng, min_len, max_len)
     held = {e.response[::-1] for e in rev_val}

@@ -70,7 +70,7 @@ class DPOTask(SFTTask):
         a = self.args
         rng = np.random.default_rng([cfg.seed, 22])
         self.info["pairs"] = {}
-        for split, examples, n in (("train", self.examples["train"], a["n_prompts"]),
+        for split, examples, n in (("train", self.train_examples, a["n_prompts"]),
                                    ("val", self.val_examples, a["n_val_prompts"])):
             poems = [e for e in examples if e.form is not None]
             chosen = [poems[i] for i in rng.permutation(len(poems))[:n]]

@@ -97,7 +97,8 @@ class SFTTask(LMTask):
 
     def _render(self):
         """The rendered (ids, labels) of every example that the tokenizer encodes and that fits
-        in ``block_size + 1`` tokens; ``self.val_examples`` the held-out ones kept."""
+        in ``block_size + 1`` tokens; ``self.train_examples`` and ``self.val_examples`` the
+        examples kept."""
         from tinyllm.data import render_chat
 
         limit, kept = self.cfg.block_size + 1, {}
@@ -115,7 +116,8 @@ class SFTTask(LMTask):
                 raise ConfigError(f"config key 'block_size' ({self.cfg.block_size}): no {split} "
                                   "conversation fits, or the tokenizer encodes none")
             kept[split] = (rows, ok)
-        (self.train_data, _), (self.val_data, self.val_examples) = kept["train"], kept["val"]
+        (self.train_data, self.train_examples), (self.val_data, self.val_examples) = (
+            kept["train"], kept["val"])
         self.info["examples"] = {s: len(r) for s, (r, _) in kept.items()}
 
     def batch(self, split, rng):
