@@ -26,7 +26,13 @@ from tinyllm.data.instructions import (
     reversal_examples,
 )
 from tinyllm.models import GPT, GPTConfig, Llama, LlamaConfig
-from tinyllm.nn.lora import LoRALinear, apply_lora, find_linear_layers, merge_lora
+from tinyllm.nn.lora import (
+    LoRALinear,
+    apply_lora,
+    find_linear_layers,
+    lora_parameters,
+    merge_lora,
+)
 from tinyllm.tokenizers import ByteBPETokenizer, CharTokenizer, ChatTokenizer, Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +191,40 @@ def test_streamer_sees_every_token_as_it_is_chosen(sampling):
     assert len(steps) == out.shape[1] - 3 and int(steps[-1][0]) == eos
     with pytest.raises(ValueError, match="streamer"):
         model.generate(idx, 4, num_beams=2, streamer=steps.append)
+
+
+def test_assistant_parts_run_on_the_test_device(rng, device):
+    """LoRA, the DPO loss on a model's sequence log-probabilities, and streaming generation on
+    ``device`` agree with the CPU (on a GPU or the strict fake one: array math through xp)."""
+    from tinyllm import backend
+    from tinyllm.dpo import dpo_loss, sequence_logprobs
+
+    models = []
+    for where in ("cpu", device):
+        m = tiny_gpt()
+        apply_lora(m, "attn.qkv,mlp.fc", rank=2, alpha=4.0)
+        for p in lora_parameters(m):
+            p.data = backend.to_device(np.full(p.shape, 0.1, dtype=np.float32), "cpu")
+        models.append(m.to(where))
+    x = rng.integers(0, 30, size=(4, 10))
+    y = np.where(rng.random((4, 10)) < 0.5, -100, rng.integers(0, 30, size=(4, 10)))
+    refs = rng.standard_normal((2, 2)).astype(np.float32) - 20
+    losses = []
+    for m, where in zip(models, ("cpu", device)):
+        lp = sequence_logprobs(m(tl.tensor(x, device=where)), tl.tensor(y, device=where))
+        loss = dpo_loss(lp[:2], lp[2:], tl.tensor(refs[:, 0], device=where),
+                        tl.tensor(refs[:, 1], device=where), beta=0.5)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5)
+    for p, q in zip(lora_parameters(models[0]), lora_parameters(models[1])):
+        np.testing.assert_allclose(backend.to_device(q.grad, "cpu"), p.grad, atol=1e-5)
+    steps = []
+    for m in models:
+        merge_lora(m)
+    got = models[1].generate(x[:, :3], 5, streamer=steps.append)
+    np.testing.assert_array_equal(got, models[0].generate(x[:, :3], 5))
+    np.testing.assert_array_equal(np.stack(steps, axis=1), got[:, 3:])
 
 
 # ---------------------------------------------------------------------- LoRA on models

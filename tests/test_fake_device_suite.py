@@ -38,6 +38,8 @@ SUITES = [
     "tests/test_transformer_seq2seq.py::test_incremental_decoding_matches_full_decoding",
     "tests/test_transformer_seq2seq.py::test_matches_torch_transformer",
     "tests/test_llama.py::test_runs_on_the_test_device",
+    # the assistant: LoRA, the DPO loss, streaming generation
+    "tests/test_assistant.py::test_assistant_parts_run_on_the_test_device",
 ]
 
 
