@@ -401,6 +401,22 @@ def test_preference_pairs_keep_and_break_the_form():
         (ex[0], ex[0].response, "春眠")], "gold_chosen: the real poem is the chosen reply"
 
 
+def test_a_reply_ends_at_any_chat_token():
+    """A model that opens another turn has ended its reply: the role token cuts it (and its
+    text, which the tokenizer would not encode back as content, never enters a pair)."""
+    from tinyllm.chat import TextStreamer
+    from tinyllm.train.replies import reply_text
+
+    tok = ChatTokenizer(CharTokenizer.from_text(FIVE))
+    ids = tok.encode("春眠<|user|>不覺<|end|>")
+    assert reply_text(tok, ids) == "春眠" and reply_text(tok, tok.encode("春眠<|end|>")) == "春眠"
+    out = []
+    streamer = TextStreamer(tok, out.append, tok.end_token_id)
+    for i in ids:
+        streamer(np.array([i]))
+    assert "".join(out) == "春眠"
+
+
 # ---------------------------------------------------------------------- tinyllm chat
 def _chat(args, stdin_text=None, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")

@@ -27,19 +27,21 @@ __all__ = ["ChatSession", "TextStreamer", "chat_loop", "main"]
 class TextStreamer:
     """A ``generate`` streamer for one sequence that writes the decoded text as it grows.
 
-    It keeps the ids until ``end_id`` and writes the part of their decoded text not yet
+    It keeps the ids until ``end_id`` (or another chat token: a role token opens a new turn)
+    and writes the part of their decoded text not yet
     written; a trailing U+FFFD (the first bytes of a character that byte-level BPE has not
     finished) is held back until the character is complete. ``text`` is what was written."""
 
     def __init__(self, tokenizer, write, end_id: int):
         self.tokenizer, self.write, self.end_id = tokenizer, write, end_id
+        self.stops = {end_id, *getattr(tokenizer, "added_to_id", {}).values()}  # a new turn too
         self.ids: list[int] = []
         self.done = False
         self.text = ""
 
     def __call__(self, tokens) -> None:
         token = int(tokens[0])
-        if self.done or token == self.end_id:
+        if self.done or token in self.stops:
             self.done = True
             return
         self.ids.append(token)
@@ -81,7 +83,7 @@ class ChatSession:
                               self.budget)
         ids = np.asarray([chat_prompt_ids(convo, tok)], dtype=np.int64)
         streamer = TextStreamer(tok, write or (lambda s: None), tok.end_token_id)
-        out = self.model.generate(ids, self.max_new_tokens, eos_token_id=tok.end_token_id,
+        out = self.model.generate(ids, self.max_new_tokens, eos_token_id=sorted(streamer.stops),
                                   streamer=streamer, **self.sampling)
         from tinyllm.train.replies import reply_text
 

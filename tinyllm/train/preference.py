@@ -118,9 +118,11 @@ class DPOTask(SFTTask):
         rows = []
         for e, good, bad in pairs:
             msgs = e.messages(False)
-            chosen = render_chat(msgs + [{"role": "assistant", "content": good}], self.tokenizer)
-            rejected = render_chat(msgs + [{"role": "assistant", "content": bad}],
-                                   self.tokenizer)
+            try:
+                chosen, rejected = (render_chat(msgs + [{"role": "assistant", "content": c}],
+                                                self.tokenizer) for c in (good, bad))
+            except ValueError:  # a reply the tokenizer cannot encode back: left out
+                continue
             if max(len(chosen[0]), len(rejected[0])) <= self.cfg.block_size + 1:
                 rows.append((chosen, rejected))
         refs = self._logprobs(self.reference, rows)

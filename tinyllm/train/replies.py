@@ -31,14 +31,14 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens: int = POEM
     from tinyllm.data.chat import chat_prompt_ids
 
     prompts = [chat_prompt_ids(c, tokenizer) for c in conversations]
-    end = tokenizer.end_token_id
+    stops = sorted(tokenizer.added_to_id.values())  # <|end|>, or a role token: a new turn
     by_length: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):
         by_length.setdefault(len(p), []).append(i)
     replies: list[str] = [""] * len(prompts)
     for length, rows in sorted(by_length.items()):
         ids = np.asarray([prompts[i] for i in rows], dtype=np.int64)
-        out = model.generate(ids, max_new_tokens, eos_token_id=end, seed=seed + length,
+        out = model.generate(ids, max_new_tokens, eos_token_id=stops, seed=seed + length,
                              **sampling)
         for i, row in zip(rows, out[:, length:].tolist()):
             replies[i] = reply_text(tokenizer, row)
@@ -46,11 +46,11 @@ def generate_replies(model, tokenizer, conversations, max_new_tokens: int = POEM
 
 
 def reply_text(tokenizer, ids, stop_at_newline: bool = True) -> str:
-    """The text of generated ``ids`` up to the first end token (and the first newline)."""
-    end = tokenizer.end_token_id
+    """The text of generated ``ids`` up to the first chat token (``<|end|>``, or a role token
+    that would open another turn) and the first newline."""
+    stops = set(tokenizer.added_to_id.values())
     ids = list(ids)
-    if end in ids:
-        ids = ids[:ids.index(end)]
+    ids = ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))]
     text = tokenizer.decode(ids)
     return text.split("\n", 1)[0] if stop_at_newline else text
 
