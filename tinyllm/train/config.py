@@ -29,7 +29,8 @@ TOKENIZERS = ("char", "digits")
 DEVICES = ("cpu", "cuda")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
-                  "device", "sample_chars", "out", "divergence_factor", "verify_corpus")
+                  "device", "sample_chars", "out", "divergence_factor", "verify_corpus",
+                  "grad_accum_steps", "zero_stage")
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0              # 0 turns clipping off
+    # several batches, one update (tinyllm.train.data_parallel): under mpiexec batch_size is
+    # each process's; its rows are split into grad_accum_steps micro-batches
+    grad_accum_steps: int = 1
+    zero_stage: int = 0                 # 1: AdamW's state sharded over the processes (ZeRO-1)
     divergence_factor: float = 10.0     # stop when the smoothed loss passes this many times its
                                         # lowest and its first value (0: never stop)
     # bookkeeping
@@ -114,7 +119,7 @@ class TrainConfig:
             raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                               f"got {self.device!r}")
         for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval",
-                    "eval_iters", "log_interval"):
+                    "eval_iters", "log_interval", "grad_accum_steps"):
             _positive(key, getattr(self, key))
         for key in ("max_iters", "warmup_iters", "sample_chars"):
             if getattr(self, key) < 0:
@@ -128,6 +133,11 @@ class TrainConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"config keys 'n_embd' ({self.n_embd}) and 'n_head' "
                               f"({self.n_head}): n_embd must be divisible by n_head")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(f"config keys 'batch_size' ({self.batch_size}) and "
+                              f"'grad_accum_steps' ({self.grad_accum_steps}): the batch must "
+                              "split into equal micro-batches")
+        _choice("zero_stage", self.zero_stage, (0, 1))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config key 'dropout' must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -195,75 +205,84 @@ def _is_instance(value, tp) -> bool:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def _to_bool(value, tp):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _to_int(value, tp):
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            f = float(value)  # 2e3; a ValueError here is the caller's "bad"
+            if f.is_integer():
+                return int(f)
+    raise ValueError
+
+
+def _to_float(value, tp):
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise ValueError
+
+
+def _to_str(value, tp):
+    if isinstance(value, str):
+        return value
+    raise ValueError
+
+
+def _to_tuple(value, tp):
+    if isinstance(value, str):
+        text = value.strip().strip("()[]")
+        value = [float(v) for v in text.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)) and _is_instance(value, tp):
+        return tuple(float(v) for v in value)
+    raise ValueError
+
+
+def _to_dict(value, tp):
+    if isinstance(value, str):
+        value = json.loads(value)  # JSONDecodeError is a ValueError
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, tuple: _to_tuple,
+               dict: _to_dict}
+
+
 def coerce(key: str, value, tp):
-    """Turn ``value`` (a string from ``--set`` or a JSON value) into the type ``tp`` of ``key``."""
+    """Turn ``value`` (a string from ``--set`` or a JSON value) into the type ``tp`` of ``key``.
+
+    Each base type has one converter above; any value it cannot take is a ConfigError naming the
+    key, the type and the value."""
     if isinstance(value, str) and _is_optional(tp) and value.strip().lower() in ("none", "null"):
         return None
     if value is None:
         if _is_optional(tp):
             return None
         raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got null")
-    base = _base(tp)
-    bad = ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise bad
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    f = float(value)
-                except ValueError:
-                    raise bad from None
-                if f.is_integer():  # 2e3
-                    return int(f)
-        raise bad
-    if base is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if base is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if base is tuple:
-        if isinstance(value, str):
-            text = value.strip().strip("()[]")
-            try:
-                value = [float(v) for v in text.split(",") if v.strip()]
-            except ValueError:
-                raise bad from None
-        if isinstance(value, (list, tuple)) and _is_instance(value, tp):
-            return tuple(float(v) for v in value)
-        raise bad
-    if base is dict:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise bad from None
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
-    raise bad
+    convert = _CONVERTERS.get(_base(tp))
+    try:
+        if convert is None:
+            raise ValueError
+        return convert(value, tp)
+    except ValueError:
+        raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}") from None
 
 
 def _parse_loose(text: str):
