@@ -54,6 +54,8 @@ FORBIDDEN = {
                             "tinyllm.train"],
     "tinyllm.metrics": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                         "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.distill": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models", "tinyllm.train"],
+    "tinyllm.prune": ["tinyllm.models", "tinyllm.optim", "tinyllm.train", "tinyllm.cli"],
 }
 
 

@@ -6,6 +6,7 @@
     tinyllm chat --ckpt DIR
     tinyllm sample --ckpt DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 200
     tinyllm eval --ckpt DIR
+    tinyllm prune --ckpt DIR --sparsity 0.5 --out DIR-p50 [--method 2:4|heads|...] [--finetune-iters N]
     tinyllm bench ... | tinyllm course ... | tinyllm demo ...
 
 Every error a user can cause is one line on stderr, ``tinyllm: error: ...``, naming the file,
@@ -110,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-chars", type=non_negative_int,
                    help="characters sampled at the end (LM; 0: none)")
     t.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
+    t.add_argument("--teacher", metavar="DIR", help="the teacher run folder of a distillation "
+                   "(task distill, e.g. --preset baby-distill)")
 
     s = sub.add_parser("sample", parents=[debug], help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
@@ -137,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from tinyllm.train.prune_cmd import add_prune_parser
+
+    add_prune_parser(sub)
     for name, (_, what) in DELEGATES.items():
         sub.add_parser(name, help=f"{what} (see tinyllm {name} --help)", add_help=False)
     return p
@@ -180,7 +186,7 @@ def _cmd_train(args) -> int:
     overrides = parse_set(args.set)
     for key, value in (("device", args.device), ("max_iters", args.max_iters),
                        ("seed", args.seed), ("sample_chars", args.sample_chars),
-                       ("init_from", args.init)):
+                       ("init_from", args.init), ("task_args.teacher", args.teacher)):
         if value is not None:
             overrides[key] = value
     if args.resume:
@@ -246,7 +252,13 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
+def _cmd_prune(args) -> int:
+    from tinyllm.train.prune_cmd import run_prune_command
+
+    return run_prune_command(args)
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "prune": _cmd_prune}
 
 
 def user_errors() -> tuple:

@@ -343,5 +343,7 @@ def chat_tasks() -> dict:
 
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
-    classes = TASK_CLASSES if cfg.task in TASK_CLASSES else chat_tasks()
+    from tinyllm.train.distill_task import DistillTask  # its own file (it subclasses LMTask)
+
+    classes = {**TASK_CLASSES, "distill": DistillTask, **chat_tasks()}
     return classes[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
