@@ -121,6 +121,7 @@ def test_mixed_indexing_matches_torch(data, shape):
     """Random mixes of integers, slices, None, ... and integer arrays index as PyTorch does."""
     torch = pytest.importorskip("torch")
     items, axis = [], 0
+    alen = data.draw(st.integers(1, 3))  # every index array one length, so that they broadcast
     while axis < len(shape):
         kind = data.draw(st.sampled_from(["int", "slice", "array", "none", "ellipsis"]))
         n = shape[axis]
@@ -129,7 +130,8 @@ def test_mixed_indexing_matches_torch(data, shape):
         elif kind == "slice":
             items.append(slice(data.draw(st.integers(0, n)), None, data.draw(st.sampled_from([1, 2]))))
         elif kind == "array":
-            items.append(np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3))))
+            items.append(np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=alen,
+                                                        max_size=alen))))
         elif kind == "none":
             items.append(None)
             continue
