@@ -43,6 +43,7 @@ FORBIDDEN = {
     "tinyllm.rms_norm": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.swiglu": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.repeat_kv": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.dpo": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models", "tinyllm.train"],
     "tinyllm.nn": ["tinyllm.models", "tinyllm.optim", "tinyllm.train"],
     "tinyllm.optim": ["tinyllm.models", "tinyllm.train"],
     "tinyllm.tokenizers": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops",

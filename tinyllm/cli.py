@@ -2,6 +2,8 @@
 
     tinyllm train --preset baby-shakespeare [--max-iters N] [--set key=value ...] [--out DIR]
     tinyllm train --resume DIR
+    tinyllm train --preset tang-sft --init RUN          # fine-tune the run in RUN
+    tinyllm chat --ckpt DIR
     tinyllm sample --ckpt DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 200
     tinyllm eval --ckpt DIR
     tinyllm prune --ckpt DIR --sparsity 0.5 --out DIR-p50 [--method 2:4|heads|...] [--finetune-iters N]
@@ -37,6 +39,7 @@ DELEGATES = {  # sub-command -> (module, what it is)
     "bench": ("tinyllm.bench", "the benchmark suite"),
     "course": ("tinyllm.course.cli", "the course tools"),
     "demo": ("tinyllm.demo", "the first-models demo"),
+    "chat": ("tinyllm.chat", "a terminal chat with a fine-tuned run"),
 }
 
 
@@ -100,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
                    "--set model_args.bias=false")
     t.add_argument("--out", metavar="DIR", help="run folder (default runs/<preset>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    t.add_argument("--init", metavar="RUN", help="start from the weights of the run in RUN "
+                   "(fine-tuning, e.g. --preset tang-sft --init runs/tang-char)")
     t.add_argument("--device", help="cpu or cuda")
     t.add_argument("--max-iters", type=non_negative_int, help="number of training steps")
     t.add_argument("--seed", type=int)
@@ -181,7 +186,7 @@ def _cmd_train(args) -> int:
     overrides = parse_set(args.set)
     for key, value in (("device", args.device), ("max_iters", args.max_iters),
                        ("seed", args.seed), ("sample_chars", args.sample_chars),
-                       ("task_args.teacher", args.teacher)):
+                       ("init_from", args.init), ("task_args.teacher", args.teacher)):
         if value is not None:
             overrides[key] = value
     if args.resume:

@@ -25,6 +25,10 @@ different lengths padded on the left): the model hides the padding from attentio
 each row's positions from its own first real token, so each row generates what it would alone.
 The generated tokens count as real; a cropped context crops the mask with it.
 
+**Streaming** (``streamer``): a callable that receives each step's new tokens, a NumPy int64
+array (N,), as soon as they are chosen (a row that has finished receives ``pad_token_id``), so a
+chat can print a reply while it is being written. Greedy decoding and sampling only.
+
 **The model protocol** (``GenerationMixin`` or ``generate(model, ...)``): a ``Module`` with
 ``block_size`` (the longest context, or None), ``new_kv_caches()`` (fresh caches, one per
 layer, each with ``reorder(index)``) and ``next_token_logits(ids, kv_caches=None, **inputs)``
@@ -254,14 +258,15 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
              top_k=None, top_p=None, num_beams: int = 1, num_return_sequences: int = 1,
              eos_token_id=None, use_cache: bool = True, seed=None, pad_token_id=None,
              length_penalty: float = 1.0, early_stopping=False, attention_mask=None,
-             suppress_tokens=None, model_kwargs=None):
+             suppress_tokens=None, model_kwargs=None, streamer=None):
     """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens (see the module doc).
 
     ``do_sample`` draws from softmax(logits / temperature) after top-k and top-p filtering;
     otherwise greedy (``num_beams=1``) or beam search. ``seed`` makes sampling reproducible with
     its own generator; without it tinyllm's generator (``tl.manual_seed``) is used.
     ``attention_mask`` (B, T) marks the real tokens of a padded batch; ``suppress_tokens`` are
-    never generated; ``model_kwargs`` go to ``next_token_logits`` (see the protocol). Runs under
+    never generated; ``model_kwargs`` go to ``next_token_logits`` (see the protocol);
+    ``streamer`` is called with each step's new tokens (N,). Runs under
     ``no_grad`` in eval mode; every module's previous mode is restored afterwards.
     Returns a NumPy int64 array (B * num_return_sequences, T + new).
     """
@@ -270,6 +275,9 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
     num_beams, nrs = _check_search(do_sample, num_beams, num_return_sequences)
     if do_sample:
         top_k = check_sampling_args(temperature, top_k, top_p)
+    if streamer is not None and (num_beams > 1 or not callable(streamer)):
+        raise ValueError("generate: streamer must be a callable, and streams greedy decoding or "
+                         "sampling (beam search settles its tokens only at the end)")
     eos = _token_list("eos_token_id", eos_token_id)
     pads = _token_list("pad_token_id", pad_token_id)[:1]
     options = dict(attention_mask=mask, model_kwargs=model_kwargs,
@@ -291,10 +299,11 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
                        options["suppress_tokens"], options["check_tokens"])
         sampler = (lambda lo: sample_next(lo, temperature, top_k, top_p, rng)) if do_sample \
             else (lambda lo: lo.argmax(axis=-1))
-        return _decode(dec, np.repeat(ids, nrs, axis=0), max_new_tokens, sampler, eos, pad)
+        return _decode(dec, np.repeat(ids, nrs, axis=0), max_new_tokens, sampler, eos, pad,
+                       streamer)
 
 
-def _decode(dec, ids, max_new_tokens, choose, eos, pad):
+def _decode(dec, ids, max_new_tokens, choose, eos, pad, streamer=None):
     """Greedy decoding or sampling, one token per step for every row (``choose`` picks it)."""
     finished = np.zeros(len(ids), dtype=bool)
     for step in range(max_new_tokens):
@@ -303,6 +312,8 @@ def _decode(dec, ids, max_new_tokens, choose, eos, pad):
             nxt = np.where(finished, pad, nxt)
             finished |= np.isin(nxt, eos)
         ids = np.concatenate([ids, nxt[:, None].astype(np.int64)], axis=1)
+        if streamer is not None:
+            streamer(ids[:, -1].copy())
         if eos and finished.all():
             break
     return ids
@@ -395,6 +406,7 @@ class GenerationMixin:
     def generate(self, idx, max_new_tokens: int, **options):
         """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens; ``options``
         (do_sample, temperature, top_k, top_p, num_beams, num_return_sequences, eos_token_id,
-        pad_token_id, attention_mask, use_cache, seed, length_penalty, early_stopping, ...) are
+        pad_token_id, attention_mask, use_cache, seed, length_penalty, early_stopping, streamer,
+        ...) are
         those of ``tinyllm.models.generation.generate``."""
         return generate(self, idx, max_new_tokens, **options)

@@ -13,6 +13,8 @@ tinyllm                ``tokenizer.json``
                        space), ``ByteLevel`` pre-tokenizer (GPT-2's regex, no prefix space)
 ``WordPieceTokenizer`` ``WordPiece`` model, ``BertNormalizer``, ``BertPreTokenizer``, the
                        ``[CLS] A [SEP] B [SEP]`` template, the ``WordPiece`` decoder
+``ChatTokenizer``      its base tokenizer's file, the chat tokens as added tokens with the ids
+                       after the model's vocabulary (read back as a ChatTokenizer)
 =====================  ==========================================================================
 
 plus ``tokenizer_config.json`` with the special-token roles (``eos_token``, ``pad_token``, ...)
@@ -37,6 +39,7 @@ from pathlib import Path
 from .base import Tokenizer, TokenizerError, atomic_write_text, read_json
 from .bpe import ByteBPETokenizer
 from .char import CharTokenizer
+from .chat import CHAT_TOKENS, ChatTokenizer
 from .wordpiece import DEFAULT_SPECIAL_TOKENS, WordPieceTokenizer
 
 __all__ = ["save_pretrained", "from_pretrained", "to_tokenizer_json", "from_tokenizer_json"]
@@ -49,7 +52,7 @@ CHAR_SPLIT = "(?m)."  # Oniguruma: (?m) lets "." match a newline too
 
 # ------------------------------------------------------------------------------------ writing
 def _added(tok: Tokenizer, specials) -> list[dict]:
-    return [{"id": tok.stoi[s], "content": s, "single_word": False, "lstrip": False,
+    return [{"id": tok.token_to_id(s), "content": s, "single_word": False, "lstrip": False,
              "rstrip": False, "normalized": False, "special": True} for s in specials]
 
 
@@ -108,6 +111,10 @@ def _wordpiece_json(tok: WordPieceTokenizer) -> dict:
 
 def to_tokenizer_json(tok: Tokenizer) -> dict:
     """The Hugging Face ``tokenizer.json`` object of a tinyllm tokenizer."""
+    if isinstance(tok, ChatTokenizer):  # the base's file, its added tokens after the vocab
+        d = to_tokenizer_json(tok.base)
+        d["added_tokens"] += _added(tok, tok.added_tokens)
+        return d
     for cls, fn in ((CharTokenizer, _char_json), (ByteBPETokenizer, _bpe_json),
                     (WordPieceTokenizer, _wordpiece_json)):
         if isinstance(tok, cls):
@@ -118,7 +125,8 @@ def to_tokenizer_json(tok: Tokenizer) -> dict:
 def _config_json(tok: Tokenizer) -> dict:
     roles = {key: tok.special_tokens[r] for key, r in ROLE_KEYS.items() if r in tok.special_tokens}
     cfg = {"tokenizer_class": "PreTrainedTokenizerFast", **roles}
-    if isinstance(tok, WordPieceTokenizer):
+    if isinstance(getattr(tok, "base", tok), WordPieceTokenizer):
+        tok = getattr(tok, "base", tok)
         cfg.update(model_max_length=tok.model_max_length, do_lower_case=tok.do_lower_case,
                    strip_accents=tok.strip_accents,
                    tokenize_chinese_chars=tok.tokenize_chinese_chars)
@@ -316,7 +324,19 @@ def from_tokenizer_json(d: dict, path, cfg: dict | None = None) -> Tokenizer:
     if reader is None:
         _fail(path, f"model type {model.get('type')!r} is not one tinyllm implements (WordLevel "
                     "characters, byte-level BPE, WordPiece)")
-    return reader(d, added, path, cfg)
+    vocab = model.get("vocab")
+    ids = set(vocab.values()) if isinstance(vocab, dict) else set()
+    beyond = [a for a in added if a["id"] not in ids]
+    if not any(a["content"] in CHAT_TOKENS for a in beyond):
+        return reader(d, added, path, cfg)
+    # tokens added after the vocabulary with the chat format's among them: a ChatTokenizer
+    base = reader(d, [a for a in added if a not in beyond], path, cfg)
+    tok = ChatTokenizer(base, [a["content"] for a in beyond])
+    wrong = {a["content"]: a["id"] for a in beyond if tok.added_to_id[a["content"]] != a["id"]}
+    if wrong:
+        _fail(path, f"the chat tokens {wrong} do not follow the vocabulary's {base.vocab_size} "
+                    "ids in order, as ChatTokenizer numbers them")
+    return tok
 
 
 def _from_gpt2_files(directory: Path, cfg: dict) -> ByteBPETokenizer:

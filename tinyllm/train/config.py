@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["TrainConfig", "ConfigError", "TASKS", "CORPORA", "TOKENIZERS", "DEVICES",
            "apply_overrides", "coerce", "load_json_config"]
 
-TASKS = ("lm", "mlm", "seq2seq", "classify", "bigram", "mlp", "distill")
+TASKS = ("lm", "mlm", "seq2seq", "classify", "bigram", "mlp", "distill", "sft", "dpo")
 CORPORA = ("tinyshakespeare", "tang_poems", "couplets", "digits-reverse", "digits-sort",
            "tang_authors")
 TOKENIZERS = ("char", "digits")
@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # what to train
     task: str = "lm"                    # lm (GPT) | mlm (BERT) | seq2seq | classify | bigram | mlp
-    #                                     | distill
+    #                                     | distill | sft | dpo
     corpus: str = "tinyshakespeare"     # see CORPORA
     corpus_path: str | None = None      # a file of your own in the corpus's format (unchecked)
     verify_corpus: bool = True          # check the corpus file's size and SHA-256

@@ -29,6 +29,15 @@ def _gpt(name: str) -> dict:
 _NANOGPT_OPT = dict(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1, betas=(0.9, 0.99),
                     grad_clip=1.0)
 
+
+def _tang_chat(task: str, **settings) -> dict:
+    """A chat preset on tang-char's sizes (the base run's sizes replace them anyway)."""
+    return {"task": task, "corpus": "tang_poems", "tokenizer": "char", "n_layer": 4, "n_head": 4,
+            "n_embd": 128, "block_size": 64, "dropout": 0.0, "eval_iters": 10,
+            "log_interval": 10, "val_fraction": 0.05,
+            **{**_NANOGPT_OPT, "weight_decay": 0.0}, **settings}
+
+
 PRESETS: dict[str, dict] = {
     "baby-shakespeare": {
         "about": "GPT, characters of Tiny Shakespeare, 0.8M parameters: minutes on a laptop CPU",
@@ -91,6 +100,19 @@ PRESETS: dict[str, dict] = {
                        n_embd=128, block_size=64, dropout=0.0, batch_size=16, max_iters=3000,
                        eval_interval=250, eval_iters=20, log_interval=10, sample_chars=100,
                        **_NANOGPT_OPT),
+    },
+    "tang-sft": {
+        "about": "chat fine-tuning of a tang-char run (--init RUN): poem requests and reversals; "
+                 "task_args.lora_rank=8 for LoRA",
+        "config": _tang_chat("sft", batch_size=32, max_iters=1000, eval_interval=250,
+                             task_args={"n_eval": 100}, lr=3e-4, min_lr=3e-5, warmup_iters=50),
+    },
+    "tang-dpo": {
+        "about": "DPO of a tang-sft run (--init RUN) on pairs of its own replies that keep and "
+                 "break the requested form",
+        "config": _tang_chat("dpo", batch_size=16, max_iters=300, eval_interval=100,
+                             task_args={"n_eval": 100, "beta": 0.1}, lr=5e-5, min_lr=5e-6,
+                             warmup_iters=20),
     },
     "bert-tang": {
         "about": "BERT masked-LM on Tang poems (characters; 15% masked, BERT's 80/10/10 rule)",

@@ -333,9 +333,17 @@ TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify"
                 "bigram": BigramTask, "mlp": MLPTask}
 
 
+def chat_tasks() -> dict:
+    """The chat tasks (tinyllm/train/sft.py, preference.py) build on LMTask: imported lazily."""
+    from tinyllm.train.preference import DPOTask
+    from tinyllm.train.sft import SFTTask
+
+    return {"sft": SFTTask, "dpo": DPOTask}
+
+
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
     from tinyllm.train.distill_task import DistillTask  # its own file (it subclasses LMTask)
 
-    classes = {**TASK_CLASSES, "distill": DistillTask}
+    classes = {**TASK_CLASSES, "distill": DistillTask, **chat_tasks()}
     return classes[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
