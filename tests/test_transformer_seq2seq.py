@@ -210,6 +210,8 @@ def test_decoder_is_causal_and_source_padding_is_ignored(rng):
         np.testing.assert_allclose(out[:, :pos], base[:, :pos], atol=1e-5)
         assert not np.allclose(out[:, pos:], base[:, pos:])
     # a padded source position: whatever id it holds (with its mask), nothing changes
+    src[2, -1] = PAD  # row 0 is full; make sure one row has padding whatever the seed
+    base = m(src, tgt_in).numpy()
     row = next(i for i in range(3) if (src[i] == PAD).any())
     j = int(np.flatnonzero(src[row] == PAD)[0])
     mask = src != PAD
