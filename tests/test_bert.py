@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 from helpers import check_param_grads
+from test_exercises_bert import np_mlm_head
 
 import tinyllm as tl
 from tinyllm import optim
@@ -17,8 +18,6 @@ from tinyllm.models.bert import (
     BertForMaskedLM,
     BertForPreTraining,
     BertModel,
-    MLMHead,
-    pretraining_loss,
     roberta_config,
 )
 
@@ -234,63 +233,7 @@ def test_pretraining_gradients_match_finite_differences(rng):
     check_param_grads(model, loss_fn, rng)
 
 
-# ------------------------------------------------------------------------------ exercise 11.2
-def _np_mlm_head(head, hidden, emb, eps):
-    h = hidden @ head.dense.weight.numpy().astype(np.float64).T + head.dense.bias.numpy()
-    h = np_layer_norm(np_gelu(h), head.ln.weight.numpy(), head.ln.bias.numpy(), eps)
-    return h @ emb.T + head.bias.numpy()
-
-
-def test_mlm_head_matches_numpy(rng):
-    for _ in range(3):
-        h, v = int(rng.integers(2, 9)), int(rng.integers(3, 20))
-        b, t = int(rng.integers(1, 4)), int(rng.integers(1, 6))
-        cfg = tiny_config(vocab_size=v, hidden_size=h, num_attention_heads=1)
-        head = MLMHead(cfg)
-        head.ln.weight.data = rng.normal(1, 0.3, h).astype(np.float32)
-        head.ln.bias.data = rng.normal(0, 0.3, h).astype(np.float32)
-        head.bias.data = rng.normal(0, 0.5, v).astype(np.float32)
-        emb = rng.normal(0, 0.5, (v, h)).astype(np.float32)
-        hidden = rng.normal(0, 1, (b, t, h)).astype(np.float32)
-        got = head(tl.tensor(hidden), tl.tensor(emb))
-        assert got.shape == (b, t, v)
-        want = _np_mlm_head(head, hidden.astype(np.float64), emb.astype(np.float64),
-                            cfg.layer_norm_eps)
-        assert np.allclose(got.numpy(), want, atol=1e-4), np.abs(got.numpy() - want).max()
-
-
-def test_mlm_head_fixed_example():
-    cfg = tiny_config(vocab_size=3, hidden_size=2, num_attention_heads=1, layer_norm_eps=1e-12)
-    head = MLMHead(cfg)
-    head.dense.weight.data = np.array([[1.0, 0.0], [0.0, -1.0]], dtype=np.float32)
-    head.dense.bias.data = np.zeros(2, dtype=np.float32)
-    head.bias.data = np.array([0.0, 1.0, -1.0], dtype=np.float32)
-    emb = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
-    # dense: (2, 1) -> (2, -1); gelu: (1.9545, -0.1587); LayerNorm of two values: (1, -1)
-    out = head(tl.tensor([[[2.0, 1.0]]]), tl.tensor(emb)).numpy()
-    assert np.allclose(out, [[[1.0, 0.0, -1.0]]], atol=1e-5)
-
-
-def test_pretraining_loss_matches_numpy(rng):
-    b, t, v = int(rng.integers(1, 5)), int(rng.integers(2, 7)), int(rng.integers(2, 15))
-    logits = rng.normal(0, 2, (b, t, v)).astype(np.float32)
-    labels = rng.integers(0, v, (b, t))
-    labels[rng.random((b, t)) < 0.5] = -100
-    labels[0, 0] = 0  # at least one position counts
-    nsp_logits = rng.normal(0, 2, (b, 2)).astype(np.float32)
-    nsp = rng.integers(0, 2, b)
-    mlm = np_cross_entropy(logits, labels)
-    nspl = np_cross_entropy(nsp_logits, nsp)
-    got = pretraining_loss(tl.tensor(logits), labels)
-    assert np.isclose(got.item(), mlm, rtol=1e-5)
-    got = pretraining_loss(tl.tensor(logits), labels, tl.tensor(nsp_logits), nsp)
-    assert np.isclose(got.item(), mlm + nspl, rtol=1e-5)
-    got = pretraining_loss(tl.tensor(logits), None, tl.tensor(nsp_logits), nsp)
-    assert np.isclose(got.item(), nspl, rtol=1e-5)
-    assert pretraining_loss(tl.tensor(logits)) is None
-    # fixed: uniform logits over 4 classes cost log 4 per counted position, ignored ones nothing
-    u = tl.tensor(np.zeros((1, 3, 4), dtype=np.float32))
-    assert np.isclose(pretraining_loss(u, np.array([[1, -100, 3]])).item(), math.log(4))
+# The MLM head and the pre-training loss (exercise 11.2) are tested in test_exercises_bert.py.
 
 
 def test_bert_for_pretraining_output_and_loss(rng, device):
@@ -305,7 +248,7 @@ def test_bert_for_pretraining_output_and_loss(rng, device):
     assert out.seq_relationship_logits.shape == (2, 2)
     h = model.bert(ids, mask, tt).numpy().astype(np.float64)
     emb = model.bert.embeddings.word_embeddings.weight.numpy().astype(np.float64)
-    want = _np_mlm_head(model.mlm, h, emb, cfg.layer_norm_eps)
+    want = np_mlm_head(model.mlm, h, emb, cfg.hidden_act, cfg.layer_norm_eps)
     assert np.allclose(out.prediction_logits.numpy(), want, atol=1e-4)
     pooled = np.tanh(h[:, 0] @ model.bert.pooler.weight.numpy().T + model.bert.pooler.bias.numpy())
     nsp_logits = pooled @ model.nsp.weight.numpy().T + model.nsp.bias.numpy()

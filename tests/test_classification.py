@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_exercises_classification import LookupBody
 
 import tinyllm as tl
 from tinyllm import optim
@@ -13,20 +14,7 @@ from tinyllm.models.classification import (
     BertForSequenceClassification,
     GPTForSequenceClassification,
     SequenceClassifier,
-    pool_hidden_states,
 )
-from tinyllm.nn import Embedding, Module
-
-
-class LookupBody(Module):
-    """hidden = E[ids]: a body whose features NumPy can compute independently."""
-
-    def __init__(self, vocab, dim):
-        super().__init__()
-        self.emb = Embedding(vocab, dim, init_std=1.0)
-
-    def forward(self, ids, attention_mask=None):
-        return self.emb(ids)
 
 
 def tiny_bert(**kw):
@@ -37,61 +25,8 @@ def tiny_bert(**kw):
     return BertConfig(**d)
 
 
-def np_pool(hidden, mask, pooling):
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        m = mask[..., None].astype(np.float64)
-        return (hidden * m).sum(1) / m.sum(1)
-    last = mask.sum(1) - 1
-    return hidden[np.arange(len(hidden)), last]
-
-
-def np_ce(logits, labels):
-    z = logits - logits.max(1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return -logp[np.arange(len(labels)), labels].mean()
-
-
-# ------------------------------------------------------------------------------ exercise 13.1
-@pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
-def test_classifier_matches_numpy(rng, pooling):
-    for _ in range(3):
-        v, h = int(rng.integers(5, 20)), int(rng.integers(2, 9))
-        b, t, k = int(rng.integers(1, 5)), int(rng.integers(1, 7)), int(rng.integers(2, 5))
-        body = LookupBody(v, h)
-        clf = SequenceClassifier(body, h, k, pooling=pooling, dropout=0.5).eval()
-        clf.classifier.bias.data = rng.normal(size=k).astype(np.float32)
-        ids = rng.integers(0, v, size=(b, t))
-        lengths = rng.integers(1, t + 1, size=b)
-        mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.int64)
-        labels = rng.integers(0, k, size=b)
-        out = clf(ids, mask, labels=labels)
-        hidden = body.emb.weight.numpy().astype(np.float64)[ids]
-        pooled = np_pool(hidden, mask, pooling)
-        logits = pooled @ clf.classifier.weight.numpy().T + clf.classifier.bias.numpy()
-        assert out.logits.shape == (b, k)
-        assert np.allclose(out.logits.numpy(), logits, atol=1e-5)
-        assert np.isclose(out.loss.item(), np_ce(logits, labels), rtol=1e-5)
-        assert clf(ids, mask).loss is None
-
-
-def test_classifier_fixed_example():
-    body = LookupBody(3, 2)
-    body.emb.weight.data = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], dtype=np.float32)
-    ids, mask = np.array([[0, 1, 2]]), np.array([[1, 1, 0]])
-    want = {"cls": [1.0, 0.0], "mean": [0.5, 0.5], "last": [0.0, 1.0]}
-    for pooling, vec in want.items():
-        got = pool_hidden_states(body(ids), mask, pooling).numpy()
-        assert np.allclose(got, [vec]), pooling
-    clf = SequenceClassifier(body, 2, 2, pooling="mean", dropout=0.0)
-    clf.classifier.weight.data = np.array([[2.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    clf.classifier.bias.data = np.zeros(2, dtype=np.float32)
-    out = clf(ids, mask, labels=np.array([1]))  # logits (1, 0): loss = log(1 + e)
-    assert np.allclose(out.logits.numpy(), [[1.0, 0.0]])
-    assert np.isclose(out.loss.item(), np.log(1 + np.e), rtol=1e-6)
-
-
+# The classifier against NumPy and its fixed example are exercise 13.2's tests
+# (test_exercises_classification.py); here, its gradient by finite differences.
 def test_classifier_gradient_reaches_head_and_body(rng):
     body = LookupBody(7, 4)
     clf = SequenceClassifier(body, 4, 3, pooling="mean", dropout=0.0)

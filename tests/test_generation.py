@@ -269,26 +269,7 @@ def test_idx_errors():
     assert model.generate(np.array([[1, 2]]), 0).tolist() == [[1, 2]]
 
 
-# ---------------------------------------------------------------------------- exercise 10.2
-def test_kv_cache_update_matches_concatenation(rng):
-    b, h, d = (int(n) for n in rng.integers(1, 4, size=3))
-    max_len = int(rng.integers(4, 20))
-    cache = KVCache(max_len)
-    ks, vs, total = [], [], 0
-    while True:
-        t = int(rng.integers(1, 5))
-        if total + t > max_len:
-            break
-        k, v = rng.normal(size=(2, b, h, t, d)).astype(np.float32)
-        ks.append(k)
-        vs.append(v)
-        total += t
-        out_k, out_v = cache.update(k, v)
-        np.testing.assert_array_equal(out_k, np.concatenate(ks, axis=2))
-        np.testing.assert_array_equal(out_v, np.concatenate(vs, axis=2))
-        assert cache.length == total
-    with pytest.raises(ValueError, match="cache"):
-        cache.update(*rng.normal(size=(2, b, h, max_len - total + 1, d)).astype(np.float32))
+# KVCache.update (exercise 10.2) is tested in test_exercises_decoding.py.
 
 
 def test_kv_cache_in_attention(rng):
