@@ -148,3 +148,24 @@ def check_param_grads(model, loss_fn, rng, entries=3, eps=1e-6, rtol=1e-5, atol=
                 f"finite differences {num!r}")
             checked += 1
     return checked
+
+
+def copy_checkpoint(src, tmp_path, edit_weights=None, edit_config=None):
+    """A copy of the Hugging Face folder ``src`` (config.json, model.safetensors) in
+    ``tmp_path / "ckpt"``, its weights and config edited by the callables given (in place)."""
+    import json
+    import shutil
+
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    shutil.copy(src / "config.json", d)
+    shutil.copy(src / "model.safetensors", d)
+    if edit_weights:
+        w = tl.load(d / "model.safetensors")
+        edit_weights(w)
+        tl.save(w, d / "model.safetensors")
+    if edit_config:
+        cfg = json.loads((d / "config.json").read_text())
+        edit_config(cfg)
+        (d / "config.json").write_text(json.dumps(cfg))
+    return d

@@ -7,11 +7,11 @@ the exact ``generate`` keywords. These tests need neither PyTorch nor transforme
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_checkpoint
 
 import tinyllm as tl
 from tinyllm.models import GPT, GPTConfig, beam_search
@@ -112,19 +112,7 @@ def test_round_trip_fresh_model(tmp_path, rng):
 
 
 def _copy_fixture(tmp_path, edit_weights=None, edit_config=None):
-    d = tmp_path / "ckpt"
-    d.mkdir()
-    shutil.copy(FIXTURE / "config.json", d)
-    shutil.copy(FIXTURE / "model.safetensors", d)
-    if edit_weights:
-        w = tl.load(d / "model.safetensors")
-        edit_weights(w)
-        tl.save(w, d / "model.safetensors")
-    if edit_config:
-        cfg = json.loads((d / "config.json").read_text())
-        edit_config(cfg)
-        (d / "config.json").write_text(json.dumps(cfg))
-    return d
+    return copy_checkpoint(FIXTURE, tmp_path, edit_weights, edit_config)
 
 
 def test_loads_without_prefix_and_with_buffers_and_lm_head(tmp_path, model, expected):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_checkpoint
 
 import tinyllm as tl
 from tinyllm import backend
@@ -173,19 +174,7 @@ def test_saved_folder_loads_in_transformers(tmp_path, rng, tied):
 
 # ---------------------------------------------------------------------------- refusing what we cannot run
 def _copy(tmp_path, src=FIXTURE, edit_weights=None, edit_config=None):
-    d = tmp_path / "ckpt"
-    d.mkdir()
-    shutil.copy(src / "config.json", d)
-    shutil.copy(src / "model.safetensors", d)
-    if edit_weights:
-        w = tl.load(d / "model.safetensors")
-        edit_weights(w)
-        tl.save(w, d / "model.safetensors")
-    if edit_config:
-        cfg = json.loads((d / "config.json").read_text())
-        edit_config(cfg)
-        (d / "config.json").write_text(json.dumps(cfg))
-    return d
+    return copy_checkpoint(src, tmp_path, edit_weights, edit_config)
 
 
 @pytest.mark.parametrize("edit, match", [
