@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from helpers import check_param_grads
-from test_exercises_bert import np_mlm_head
+from test_exercises_bert import np_cross_entropy, np_layer_norm, np_mlm_head
 
 import tinyllm as tl
 from tinyllm import optim
@@ -52,21 +52,6 @@ def batch(rng, cfg, b=2, t=6):
 # ------------------------------------------------------------------------------ numpy reference
 def np_gelu(x):
     return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
-
-
-def np_layer_norm(x, w, b, eps):
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
-
-
-def np_cross_entropy(logits, targets, ignore=-100):
-    logits = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
-    targets = targets.reshape(-1)
-    keep = targets != ignore
-    z = logits - logits.max(-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    return -logp[np.arange(len(targets))[keep], targets[keep]].mean()
 
 
 # ------------------------------------------------------------------------------ forward

@@ -8,7 +8,6 @@ import pytest
 
 import tinyllm as tl
 from tinyllm.models import GPT, GPTConfig, beam_search, generate, top_k_filter, top_p_filter
-from tinyllm.nn import KVCache
 
 
 def tiny(seed=0, device="cpu", **kw):
@@ -272,21 +271,7 @@ def test_idx_errors():
 # KVCache.update (exercise 10.2) is tested in test_exercises_decoding.py.
 
 
-def test_kv_cache_in_attention(rng):
-    """Feeding a sequence one chunk at a time through the cache gives the full pass's output."""
-    c, n_head = 8, 2
-    tl.manual_seed(int(rng.integers(0, 2**31)))
-    attn = tl.nn.MultiHeadAttention(c, n_head)
-    t = int(rng.integers(3, 10))
-    x = rng.normal(size=(2, t, c)).astype(np.float32)
-    with tl.no_grad():
-        full = attn(tl.tensor(x), is_causal=True).numpy()
-        cache, outs, s = KVCache(t), [], 0
-        while s < t:
-            e = min(t, s + int(rng.integers(1, 4)))
-            outs.append(attn(tl.tensor(x[:, s:e]), is_causal=True, cache=cache).numpy())
-            s = e
-    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, atol=1e-5)
+# Attention through the cache, fed in chunks, is exercise 10.2's test (test_exercises_decoding.py).
 
 
 def test_prompt_longer_than_block(rng):
