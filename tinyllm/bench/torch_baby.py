@@ -42,14 +42,12 @@ def _val_losses(model, task, seed, n, torch) -> list:
     return losses
 
 
-def main(argv=None) -> int:
-    import torch  # noqa: PLC0415
-
-    from tinyllm.bench.torch_ref import TorchGPT  # noqa: PLC0415
+def twin_config(preset: str, doc: str, argv, torch):
+    """The command line of a PyTorch twin (``--seed``, ``--max-iters``, ``--eval-iters``,
+    ``--threads``) and the preset's finalized config with it applied: (args, cfg)."""
     from tinyllm.train.presets import preset_config  # noqa: PLC0415
-    from tinyllm.train.tasks import build_task  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--seed", type=int, default=None, help="default: the preset's seed")
     ap.add_argument("--max-iters", type=int, default=None)
     ap.add_argument("--eval-iters", type=int, default=400, help="batches of the long estimate")
@@ -57,13 +55,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    cfg = preset_config("baby-shakespeare")
+    cfg = preset_config(preset)
     if args.seed is not None:
         cfg.seed = args.seed
     if args.max_iters:
         cfg.max_iters = args.max_iters
     cfg.finalize()
+    return args, cfg
+
+
+def main(argv=None) -> int:
+    import torch  # noqa: PLC0415
+
+    from tinyllm.bench.torch_ref import TorchGPT  # noqa: PLC0415
+    from tinyllm.train.tasks import build_task  # noqa: PLC0415
+
+    args, cfg = twin_config("baby-shakespeare", __doc__, argv, torch)
     task = build_task(cfg)
     torch.manual_seed(cfg.seed)
     model = TorchGPT(task.tokenizer.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head,

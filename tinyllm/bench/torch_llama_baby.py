@@ -16,7 +16,6 @@ is a tinyllm dependency).
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 
@@ -26,18 +25,10 @@ def main(argv=None) -> int:
     from transformers import LlamaForCausalLM  # noqa: PLC0415
 
     import tinyllm as tl  # noqa: PLC0415
-    from tinyllm.bench.torch_baby import train_and_evaluate  # noqa: PLC0415
-    from tinyllm.train.presets import preset_config  # noqa: PLC0415
+    from tinyllm.bench.torch_baby import train_and_evaluate, twin_config  # noqa: PLC0415
     from tinyllm.train.tasks import build_task  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=None, help="default: the preset's seed")
-    ap.add_argument("--max-iters", type=int, default=None)
-    ap.add_argument("--eval-iters", type=int, default=400, help="batches of the long estimate")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, cfg = twin_config("baby-llama", __doc__, argv, torch)
 
     class WithLoss(torch.nn.Module):  # (logits, loss) as torch_baby's loop expects
         def __init__(self, llama):
@@ -48,12 +39,6 @@ def main(argv=None) -> int:
             logits = self.llama(x).logits
             return logits, torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
 
-    cfg = preset_config("baby-llama")
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.max_iters:
-        cfg.max_iters = args.max_iters
-    cfg.finalize()
     tl.manual_seed(cfg.seed)  # as the trainer does before it builds the model
     task = build_task(cfg)
     with tempfile.TemporaryDirectory() as folder:  # tinyllm's initial weights, in transformers
