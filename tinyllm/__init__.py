@@ -6,6 +6,7 @@
 """
 
 from tinyllm import functional
+from tinyllm.activation_checkpoint import checkpoint
 from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad
 from tinyllm.backend import get_default_device, manual_seed, set_default_device
 from tinyllm.gradcheck import GradcheckError, gradcheck
@@ -33,7 +34,7 @@ __all__ = [
     "Tensor", "tensor", "zeros", "ones", "randn", "arange", "concatenate", "cat", "stack",
     "where", "exp", "log", "sqrt", "tanh", "is_tensor", "no_grad", "enable_grad",
     "is_grad_enabled", "Function", "gradcheck", "GradcheckError", "manual_seed",
-    "set_default_device", "get_default_device", "functional", "save", "load",
+    "set_default_device", "get_default_device", "functional", "save", "load", "checkpoint",
 ]
 
 

@@ -4,6 +4,7 @@
     tinyllm train --resume DIR
     tinyllm sample --ckpt DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 200
     tinyllm eval --ckpt DIR
+    tinyllm quantize --ckpt DIR --bits 4 --group-size 32 --out DIR-q4
     tinyllm bench ... | tinyllm course ... | tinyllm demo ...
 
 Every error a user can cause is one line on stderr, ``tinyllm: error: ...``, naming the file,
@@ -132,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from tinyllm.train.quantize_cmd import add_quantize_parser
+
+    add_quantize_parser(sub)
     for name, (_, what) in DELEGATES.items():
         sub.add_parser(name, help=f"{what} (see tinyllm {name} --help)", add_help=False)
     return p
@@ -240,7 +244,14 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval}
+def _cmd_quantize(args) -> int:
+    from tinyllm.train.quantize_cmd import run_quantize_command
+
+    return run_quantize_command(args)
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
+            "quantize": _cmd_quantize}
 
 
 def user_errors() -> tuple:

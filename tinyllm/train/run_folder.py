@@ -63,6 +63,10 @@ def build_from_checkpoint(cfg: TrainConfig, ck: ckpt.Checkpoint, load_data: bool
     """The task of ``cfg`` with the run's tokenizer and the checkpoint's weights."""
     setup_device(cfg.device)
     task = build_task(cfg, tokenizer=ck.tokenizer, load_data=load_data)
+    if "quantization" in ck.model_meta:  # a folder `tinyllm quantize` wrote: integer weights
+        from tinyllm.train.quantize_cmd import apply_saved_quantization
+
+        apply_saved_quantization(task.model, ck.model_meta, ck.run_dir / "model.safetensors")
     try:
         task.model.load_state_dict(ck.model)
     except (KeyError, ValueError) as e:
