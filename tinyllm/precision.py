@@ -90,16 +90,21 @@ class Round(Function):
     gradients* live in the format, where float16's underflow happens.
     """
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: str, stats: dict | None = None):
         if fmt not in FORMATS:
             raise ValueError(f"unknown number format {fmt!r}; choose from {', '.join(FORMATS)}")
-        self.fmt = fmt
+        self.fmt, self.stats = fmt, stats
 
     def forward(self, x):
         return round_to(x, self.fmt)
 
     def backward(self, gy):
-        return (round_to(gy, self.fmt),)
+        g = round_to(gy, self.fmt)
+        if self.stats is not None:  # count the gradient values that rounding made zero
+            xp = get_array_module(g)
+            self.stats["nonzero"] += int(xp.count_nonzero(gy))
+            self.stats["flushed"] += int(xp.count_nonzero((g == 0) & (gy != 0)))
+        return (g,)
 
 
 class Precision:
@@ -116,10 +121,22 @@ class Precision:
     "float32" is the identity policy. ``remove(model)`` undoes ``apply``.
     """
 
-    def __init__(self, fmt: str = "float32"):
+    def __init__(self, fmt: str = "float32", track_underflow: bool = False):
         if fmt not in FORMATS:
             raise ValueError(f"precision must be one of {', '.join(FORMATS)}, got {fmt!r}")
         self.fmt = fmt
+        # with track_underflow, the activation gradients' count of nonzero values and of
+        # those that rounding flushed to zero (``underflow()``; ``reset_stats()`` clears them)
+        self.stats = {"nonzero": 0, "flushed": 0} if track_underflow else None
+
+    def underflow(self) -> float:
+        """The fraction of nonzero activation-gradient values that rounding made zero."""
+        s = self.stats or {}
+        return s.get("flushed", 0) / max(s.get("nonzero", 0), 1)
+
+    def reset_stats(self) -> None:
+        if self.stats is not None:
+            self.stats.update(nonzero=0, flushed=0)
 
     @property
     def needs_loss_scaling(self) -> bool:
@@ -127,7 +144,7 @@ class Precision:
 
     def cast(self, t):
         """The tensor rounded to the policy's format (differentiable; the identity in float32)."""
-        return t if self.fmt == "float32" else Round(self.fmt)(t)
+        return t if self.fmt == "float32" else Round(self.fmt, self.stats)(t)
 
     def linear(self, module, x):
         """``module`` (an ``nn.Linear``) applied to x under this policy."""

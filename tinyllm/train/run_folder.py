@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import backend
+from tinyllm.precision import Precision
 from tinyllm.train import checkpoint as ckpt
 from tinyllm.train.config import RESUMABLE_KEYS, ConfigError, TrainConfig, apply_overrides
 from tinyllm.train.tasks import build_task
@@ -67,6 +68,7 @@ def build_from_checkpoint(cfg: TrainConfig, ck: ckpt.Checkpoint, load_data: bool
         from tinyllm.train.quantize_cmd import apply_saved_quantization
 
         apply_saved_quantization(task.model, ck.model_meta, ck.run_dir / "model.safetensors")
+    Precision(cfg.precision).apply(task.model)  # computes as it was trained (bfloat16, ...)
     try:
         task.model.load_state_dict(ck.model)
     except (KeyError, ValueError) as e:

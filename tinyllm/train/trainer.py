@@ -39,6 +39,7 @@ from tinyllm import backend
 from tinyllm.train import checkpoint as ckpt
 from tinyllm.train.config import ConfigError, TrainConfig
 from tinyllm.train.logging import Progress, choose_mode, format_seconds
+from tinyllm.train.mixed_precision import RunPrecision
 from tinyllm.train.run_folder import StopFlag, new_run, resume_run
 from tinyllm.train.task import Task
 
@@ -131,6 +132,7 @@ class Run:
         self.losses: list[float] = []
         self.notes: list[str] = []  # what preparing the folder did, said when the run starts
         self.params = [p for p in task.model.parameters() if p.requires_grad]
+        self.precision = RunPrecision(cfg, task.model, state)  # --set precision=bfloat16
         self.t0 = time.perf_counter()
         self.plotted = -math.inf
 
@@ -153,8 +155,6 @@ class Run:
     # ------------------------------------------------------------------ one step
     def step_once(self) -> float:
         """One update from one training batch; returns its loss (checked to be finite)."""
-        from tinyllm.train.step import train_step
-
         cfg = self.cfg
         lr = self.lr(self.step)
         inputs, ntok = self.task.batch("train", self.batch_rng)
@@ -167,7 +167,7 @@ class Run:
                     f"the loss became {value} at step {self.step + 1} (the last finite loss was "
                     f"{self.last_loss} at step {self.step}); stopping. {self.kept()}. Lower lr "
                     f"({cfg.lr}) or check grad_clip ({cfg.grad_clip})")
-            train_step(loss, self.opt, self.params, lr, cfg.grad_clip)
+            self.precision.step(loss, self.opt, self.params, lr, cfg.grad_clip)
         self.step += 1
         self.tokens += ntok
         return value
@@ -217,6 +217,7 @@ class Run:
                 f"{rec['train_loss']}, val {rec['val_loss']}; last finite training loss "
                 f"{self.last_loss}). {self.kept()}")
         rec.update(self.task.metrics(np.random.default_rng([cfg.seed, 3])))
+        rec.update(self.precision.metrics())
         self.task.model.train()
         rec.update(lr=self.lr(max(self.step - 1, 0)), elapsed_s=round(self.elapsed, 3),
                    tokens=self.tokens)
@@ -255,7 +256,8 @@ class Run:
                  "elapsed_s": round(self.elapsed, 3),
                  "batch_rng": self.batch_rng.bit_generator.state,
                  "tinyllm_rng": backend.rng().bit_generator.state,
-                 "tokenizer": ckpt.TOKENIZER_FILE, "config": "config.json"}
+                 "tokenizer": ckpt.TOKENIZER_FILE, "config": "config.json",
+                 **self.precision.state()}
         self.write_logs()
         self._write(f"the checkpoint of step {self.step}", lambda: ckpt.save_checkpoint(
             self.out, self.step, self.task.model.state_dict(), self.opt.state_dict(), state,
