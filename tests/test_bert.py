@@ -103,9 +103,9 @@ def test_embeddings_output_is_layernorm_of_sum(rng):
     assert np.allclose(hs[0].numpy(), want, atol=1e-5)
 
 
-def test_padding_does_not_change_real_positions(rng):
+def test_padding_does_not_change_real_positions(rng, device):
     cfg = tiny_config()
-    model = BertModel(cfg).eval()
+    model = BertModel(cfg).to(device).eval()
     ids = rng.integers(1, cfg.vocab_size, size=(1, 5))
     alone = model(ids, np.ones((1, 5), dtype=np.int64)).numpy()
     padded = np.concatenate([ids, rng.integers(1, cfg.vocab_size, size=(1, 3))], axis=1)
@@ -293,9 +293,9 @@ def test_pretraining_loss_matches_numpy(rng):
     assert np.isclose(pretraining_loss(u, np.array([[1, -100, 3]])).item(), math.log(4))
 
 
-def test_bert_for_pretraining_output_and_loss(rng):
+def test_bert_for_pretraining_output_and_loss(rng, device):
     cfg = tiny_config()
-    model = BertForPreTraining(cfg).eval()
+    model = BertForPreTraining(cfg).to(device).eval()
     ids, mask, tt = batch(rng, cfg)
     labels = np.where(rng.random(ids.shape) < 0.4, ids, -100)
     labels[0, 0] = ids[0, 0]

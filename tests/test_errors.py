@@ -152,8 +152,9 @@ def test_gradcheck_refuses_float32_inputs():
 
 @pytest.mark.gpu
 def test_mixing_devices():
-    if os.environ.get("TINYLLM_TEST_DEVICE") != "cuda":
-        pytest.skip("mixing devices needs CuPy and a GPU (TINYLLM_TEST_DEVICE=cuda)")
+    if os.environ.get("TINYLLM_TEST_DEVICE") not in ("cuda", "fake-cuda"):
+        pytest.skip("mixing devices needs CuPy and a GPU (TINYLLM_TEST_DEVICE=cuda) or the fake "
+                    "device (TINYLLM_TEST_DEVICE=fake-cuda)")
     from tinyllm.backend import cupy_or_error
 
     try:

@@ -11,14 +11,14 @@ from tinyllm.models import GPT, GPTConfig, beam_search, top_k_filter, top_p_filt
 from tinyllm.nn import KVCache
 
 
-def tiny(seed=0, **kw):
+def tiny(seed=0, device="cpu", **kw):
     tl.manual_seed(seed)
     cfg = {**dict(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16), **kw}
     model = GPT(GPTConfig(**cfg))
     for p in model.parameters():  # larger weights: peaked, varied distributions
         if p.ndim == 2:
             p.data *= 6
-    return model
+    return model.to(device)
 
 
 def prompt(rng, b=2, t=4, v=13):
@@ -34,8 +34,8 @@ def log_probs(model, seqs):
 
 
 # ---------------------------------------------------------------------------- greedy
-def test_greedy_is_argmax_loop(rng):
-    model = tiny()
+def test_greedy_is_argmax_loop(rng, device):
+    model = tiny(device=device)
     x = prompt(rng)
     out = model.generate(x, 20)  # 4 + 20 > block_size 16: the context gets cropped
     assert out.dtype == np.int64 and out.shape == (2, 24)
@@ -56,8 +56,8 @@ def test_greedy_is_argmax_loop(rng):
     dict(eos_token_id=5),
 ])
 @pytest.mark.parametrize("new", [6, 18])  # 18: past block_size, the cache falls back
-def test_cache_gives_same_tokens(rng, kw, new):
-    model = tiny(1)
+def test_cache_gives_same_tokens(rng, kw, new, device):
+    model = tiny(1, device)
     x = prompt(rng)
     with_cache = model.generate(x, new, use_cache=True, **kw)
     without = model.generate(x, new, use_cache=False, **kw)
@@ -204,9 +204,9 @@ def test_beam_one_is_greedy(rng):
 
 
 @pytest.mark.parametrize("steps", [2, 3])
-def test_beam_search_finds_best_by_brute_force(rng, steps):
+def test_beam_search_finds_best_by_brute_force(rng, steps, device):
     v = 3
-    model = tiny(8, vocab_size=v, block_size=8)
+    model = tiny(8, device, vocab_size=v, block_size=8)
     x = prompt(rng, b=2, t=2, v=v)
     n = v ** steps
     with tl.no_grad():

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import check_param_grads
+from helpers import check_param_grads, to_numpy
 
 import tinyllm as tl
 from tinyllm.models import GPT, PRESETS, GPTConfig
@@ -13,9 +13,9 @@ from tinyllm.models import GPT, PRESETS, GPTConfig
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=8)
 
 
-def tiny(seed=0, **kw):
+def tiny(seed=0, device="cpu", **kw):
     tl.manual_seed(seed)
-    return GPT(GPTConfig(**{**TINY, **kw}))
+    return GPT(GPTConfig(**{**TINY, **kw})).to(device)
 
 
 def ids(rng, b, t, v=TINY["vocab_size"]):
@@ -62,12 +62,12 @@ def test_presets():
 
 
 # ---------------------------------------------------------------------------- forward
-def test_shapes_and_loss(rng):
-    model = tiny()
+def test_shapes_and_loss(rng, device):
+    model = tiny(device=device)
     x, y = ids(rng, 3, 7), ids(rng, 3, 7)
     logits = model(x)
     assert isinstance(logits, tl.Tensor) and logits.shape == (3, 7, 11)
-    logits2, loss = model(tl.tensor(x), targets=y)  # a Tensor of ids works too
+    logits2, loss = model(tl.tensor(x, device=device), targets=y)  # a Tensor of ids works too
     np.testing.assert_array_equal(logits.numpy(), logits2.numpy())
     lp = logits.numpy().astype(np.float64)
     lp -= lp.max(-1, keepdims=True)
@@ -127,8 +127,8 @@ def test_gradients_finite_differences(rng, kw):
     check_param_grads(model, lambda: model(x, y)[1], rng, rtol=1e-4, atol=1e-8)
 
 
-def test_float32_gradients_stay_float32(rng):
-    model = tiny(2, dropout=0.1)
+def test_float32_gradients_stay_float32(rng, device):
+    model = tiny(2, device, dropout=0.1)
     _, loss = model(ids(rng, 2, 8), ids(rng, 2, 8))
     assert loss.dtype == np.float32
     loss.backward()
@@ -137,8 +137,8 @@ def test_float32_gradients_stay_float32(rng):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_causal(rng, bias):
-    model = tiny(3, bias=bias)
+def test_causal(rng, bias, device):
+    model = tiny(3, device, bias=bias)
     x = ids(rng, 2, 8)
     base = model(x).numpy()
     for t in range(7):
@@ -204,9 +204,9 @@ def _torch_gpt(torch, sd, cfg, x):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("kw", [dict(), dict(activation="gelu_new"), dict(bias=False)])
-def test_matches_pytorch(rng, kw):
+def test_matches_pytorch(rng, kw, device):
     torch = pytest.importorskip("torch")
-    model = tiny(6, vocab_size=23, block_size=12, n_layer=2, n_head=4, n_embd=16, **kw)
+    model = tiny(6, device, vocab_size=23, block_size=12, n_layer=2, n_head=4, n_embd=16, **kw)
     x, y = ids(rng, 3, 12, 23), ids(rng, 3, 12, 23)
     y[1, 3] = -100
     logits, loss = model(x, y)
@@ -220,5 +220,5 @@ def test_matches_pytorch(rng, kw):
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
     for n, p in model.named_parameters():
         g = sd[n].grad.numpy()
-        np.testing.assert_allclose(p.grad, g, atol=1e-5 * np.abs(g).max() + 1e-7, rtol=1e-3,
+        np.testing.assert_allclose(to_numpy(p.grad), g, atol=1e-5 * np.abs(g).max() + 1e-7, rtol=1e-3,
                                    err_msg=n)

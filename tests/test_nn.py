@@ -10,13 +10,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import to_numpy
 
 import tinyllm as tl
 from tinyllm import nn
 
 
 def close(a, b, atol=1e-5, rtol=1e-5, what="values"):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = to_numpy(a).astype(np.float64), to_numpy(b).astype(np.float64)
     assert a.shape == b.shape, f"{what}: shape {a.shape}, expected {b.shape}"
     err = float(np.max(np.abs(a - b))) if a.size else 0.0
     assert np.allclose(a, b, atol=atol, rtol=rtol), f"{what}: max abs difference {err:.3g}"
@@ -337,11 +338,11 @@ def _set(torch, module_param, array):
         module_param.copy_(torch.tensor(np.asarray(array), dtype=torch.float32))
 
 
-def _run_both(tl_fn, torch_fn, torch, x, weight):
-    """Output and input gradient of L = sum(f(x) * weight) in tinyllm and torch."""
-    xt = tl.tensor(x, requires_grad=True)
+def _run_both(tl_fn, torch_fn, torch, x, weight, device="cpu"):
+    """Output and input gradient of L = sum(f(x) * weight) in tinyllm (on ``device``) and torch."""
+    xt = tl.tensor(x, requires_grad=True, device=device)
     y = tl_fn(xt)
-    (y * tl.tensor(weight)).sum().backward()
+    (y * tl.tensor(weight, device=device)).sum().backward()
     xp = _t(torch, x, grad=True)
     yp = torch_fn(xp)
     (yp * _t(torch, weight)).sum().backward()
@@ -349,7 +350,7 @@ def _run_both(tl_fn, torch_fn, torch, x, weight):
 
 
 @pytest.mark.torch
-def test_linear_layernorm_embedding_gelu_match_torch():
+def test_linear_layernorm_embedding_gelu_match_torch(device):
     torch = _torch()
     rng = np.random.default_rng(10)
     x = rng.standard_normal((2, 5, 6)).astype(np.float32)
@@ -357,7 +358,7 @@ def test_linear_layernorm_embedding_gelu_match_torch():
     lin, tlin = nn.Linear(6, 4), torch.nn.Linear(6, 4)
     _set(torch, tlin.weight, lin.weight.numpy())
     _set(torch, tlin.bias, lin.bias.numpy())
-    y, gx, yt, gxt = _run_both(lin, tlin, torch, x, w)
+    y, gx, yt, gxt = _run_both(lin.to(device), tlin, torch, x, w, device)
     close(y, yt, what="Linear output")
     close(gx, gxt, what="Linear dx")
     close(lin.weight.grad, tlin.weight.grad.numpy(), what="Linear dW")
@@ -369,7 +370,7 @@ def test_linear_layernorm_embedding_gelu_match_torch():
     _set(torch, tln.weight, ln.weight.numpy())
     _set(torch, tln.bias, ln.bias.numpy())
     w6 = rng.standard_normal((2, 5, 6)).astype(np.float32)
-    y, gx, yt, gxt = _run_both(ln, tln, torch, x, w6)
+    y, gx, yt, gxt = _run_both(ln.to(device), tln, torch, x, w6, device)
     close(y, yt, what="LayerNorm output")
     close(gx, gxt, atol=1e-4, what="LayerNorm dx")
     close(ln.weight.grad, tln.weight.grad.numpy(), atol=1e-4, what="LayerNorm dw")
@@ -377,7 +378,7 @@ def test_linear_layernorm_embedding_gelu_match_torch():
 
     for approx in ("none", "tanh"):
         y, gx, yt, gxt = _run_both(nn.GELU(approx), torch.nn.GELU(approximate=approx), torch,
-                                   x * 3, w6)
+                                   x * 3, w6, device)
         close(y, yt, atol=2e-6, what=f"GELU({approx}) output")
         close(gx, gxt, atol=2e-6, what=f"GELU({approx}) dx")
 
@@ -385,8 +386,8 @@ def test_linear_layernorm_embedding_gelu_match_torch():
     _set(torch, temb.weight, emb.weight.numpy())
     ids = rng.integers(0, 9, (3, 7))
     wgt = rng.standard_normal((3, 7, 4)).astype(np.float32)
-    out = emb(ids)
-    (out * tl.tensor(wgt)).sum().backward()
+    out = emb.to(device)(ids)
+    (out * tl.tensor(wgt, device=device)).sum().backward()
     outt = temb(torch.tensor(ids))
     (outt * _t(torch, wgt)).sum().backward()
     close(out.numpy(), outt.detach().numpy(), what="Embedding output")
@@ -417,7 +418,7 @@ def _copy_mha(torch, ours, theirs):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("masking", ["none", "causal", "padding"])
-def test_multi_head_attention_matches_torch(masking):
+def test_multi_head_attention_matches_torch(masking, device):
     torch = _torch()
     rng = np.random.default_rng(11)
     b, t, c, h = 2, 5, 8, 2
@@ -436,9 +437,10 @@ def test_multi_head_attention_matches_torch(masking):
         keep[1, 3:] = False
         kwargs = {"mask": keep[:, None, None, :]}
         tkw = {"key_padding_mask": torch.tensor(~keep)}
+    ours.to(device)
     y, gx, yt, gxt = _run_both(lambda z: ours(z, **kwargs),
                                lambda z: theirs(z, z, z, need_weights=False, **tkw)[0],
-                               torch, x, w)
+                               torch, x, w, device)
     close(y, yt, what=f"attention output ({masking})")
     close(gx, gxt, atol=1e-4, what=f"attention dx ({masking})")
     close(ours.qkv.weight.grad, theirs.in_proj_weight.grad.numpy(), atol=1e-4, what="dW_qkv")
@@ -461,7 +463,7 @@ def _randomise_norms(block, rng):
 
 
 @pytest.mark.torch
-def test_pre_ln_block_matches_handwritten_torch_block():
+def test_pre_ln_block_matches_handwritten_torch_block(device):
     torch = _torch()
     tnn = torch.nn
     rng = np.random.default_rng(12)
@@ -481,7 +483,8 @@ def test_pre_ln_block_matches_handwritten_torch_block():
 
     x = rng.standard_normal((2, 6, c)).astype(np.float32)
     w = rng.standard_normal((2, 6, c)).astype(np.float32)
-    y, gx, yt, gxt = _run_both(lambda z: block(z, is_causal=True), torch_block, torch, x, w)
+    block.to(device)
+    y, gx, yt, gxt = _run_both(lambda z: block(z, is_causal=True), torch_block, torch, x, w, device)
     close(y, yt, what="pre-LN block output")
     close(gx, gxt, atol=1e-4, what="pre-LN block dx")
     close(block.mlp.fc.weight.grad, fc.weight.grad.numpy(), atol=1e-4, what="pre-LN dW_fc")
@@ -489,7 +492,7 @@ def test_pre_ln_block_matches_handwritten_torch_block():
 
 
 @pytest.mark.torch
-def test_post_ln_block_matches_torch_encoder_layer():
+def test_post_ln_block_matches_torch_encoder_layer(device):
     torch = _torch()
     rng = np.random.default_rng(13)
     c, h, ff = 8, 4, 12
@@ -504,9 +507,10 @@ def test_post_ln_block_matches_torch_encoder_layer():
     keep[0, 4:] = False
     x = rng.standard_normal((2, 5, c)).astype(np.float32)
     w = rng.standard_normal((2, 5, c)).astype(np.float32)
+    block.to(device)
     y, gx, yt, gxt = _run_both(
         lambda z: block(z, mask=keep[:, None, None, :]),
-        lambda z: layer(z, src_key_padding_mask=torch.tensor(~keep)), torch, x, w)
+        lambda z: layer(z, src_key_padding_mask=torch.tensor(~keep)), torch, x, w, device)
     close(y, yt, what="post-LN block output")
     close(gx, gxt, atol=1e-4, what="post-LN block dx")
     close(block.ln_2.weight.grad, layer.norm2.weight.grad.numpy(), atol=1e-4, what="d norm2.w")

@@ -5,9 +5,10 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_exercises_tokenizers import naive_train, ref_merge
 
-from tinyllm.tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, merge_word, train_bpe
-from tinyllm.tokenizers.bpe import bpe_merge_loop, pretokenize
+from tinyllm.tokenizers import ByteBPETokenizer, CharTokenizer, Tokenizer, train_bpe
+from tinyllm.tokenizers.bpe import pretokenize
 
 # --- CharTokenizer ----------------------------------------------------------------------------
 
@@ -48,80 +49,15 @@ def test_load_errors(tmp_path):
         ByteBPETokenizer.load(tmp_path / "c.json")
 
 
-# --- BPE: references written independently of the package ------------------------------------
-
-
-def _ref_merge(word, pair, new_id):
-    """str.replace is left-to-right and non-overlapping, like BPE's merge."""
-    enc = lambda ids: "".join(chr(0x1000 + i) for i in ids)
-    return tuple(ord(c) - 0x1000 for c in enc(word).replace(enc(pair), enc([new_id])))
-
-
-def _naive_train(words, freqs, num_merges, first_id=256):
-    """Full recount of all pairs before every merge."""
-    words = [tuple(w) for w in words]
-    merges = []
-    for k in range(num_merges):
-        counts = Counter()
-        for w, f in zip(words, freqs):
-            for p in zip(w, w[1:]):
-                counts[p] += f
-        if not counts:
-            break
-        top = max(counts.values())
-        pair = min(p for p, c in counts.items() if c == top)
-        merges.append(pair)
-        words = [_ref_merge(w, pair, first_id + k) for w in words]
-    return merges
-
-
-def test_merge_word_fixed():
-    assert merge_word((1, 2, 2, 2), (2, 2), 9) == (1, 9, 2)
-    assert merge_word((2, 2, 2, 2), (2, 2), 9) == (9, 9)
-    assert merge_word((1, 2, 3, 1, 2), (1, 2), 7) == (7, 3, 7)
-    assert merge_word((5,), (5, 5), 7) == (5,)
-    assert merge_word((), (1, 2), 7) == ()
-
-
-def test_merge_word_random(rng):
-    for _ in range(300):
-        word = tuple(rng.integers(0, 4, size=int(rng.integers(0, 15))).tolist())
-        pair = tuple(rng.integers(0, 4, size=2).tolist())
-        new_id = int(rng.integers(10, 100))
-        assert merge_word(word, pair, new_id) == _ref_merge(word, pair, new_id), (word, pair)
-
-
-def test_merge_loop_wikipedia_example():
-    # "aaabdaaabac": aa -> Z(256), ab -> Y(257), ZY -> X(258)  (ties go to the smallest pair)
-    words = [tuple(b"aaabdaaabac")]
-    merges = bpe_merge_loop(words, [1], 3)
-    assert merges == [(97, 97), (97, 98), (256, 257)]
-    assert words[0] == (258, 100, 258, 97, 99)
-    assert bpe_merge_loop([tuple(b"ab")], [1], 5) == [(97, 98)]  # stops when no pair is left
-
-
-def test_merge_loop_matches_full_recount(rng):
-    for _ in range(20):
-        n = int(rng.integers(1, 30))
-        words = [tuple(rng.integers(0, 5, size=int(rng.integers(1, 12))).tolist())
-                 for _ in range(n)]
-        words = list(dict.fromkeys(words))
-        freqs = rng.integers(1, 20, size=len(words)).tolist()
-        num = int(rng.integers(1, 30))
-        expected = _naive_train(words, freqs, num)
-        got_words = list(words)
-        assert bpe_merge_loop(got_words, freqs, num) == expected
-        for w, g in zip(words, got_words):  # the words were rewritten in place too
-            for k, pair in enumerate(expected):
-                w = _ref_merge(w, pair, 256 + k)
-            assert g == w
+# --- BPE: the exercise tests (05.1, 05.2) check merge_word and the merge loop against
+# independent references in test_exercises_tokenizers.py; this one runs train_bpe on the real corpus.
 
 
 def test_train_bpe_on_shakespeare_matches_naive(shakespeare):
     text = shakespeare[:20_000]
     counter = Counter(pretokenize(text))
     words = [tuple(w.encode()) for w in counter]
-    expected = _naive_train(words, list(counter.values()), 40)
+    expected, _ = naive_train(words, list(counter.values()), 40)
     assert train_bpe(text, 256 + 40) == expected
     assert len(expected) == 40
 
@@ -164,7 +100,7 @@ def test_bpe_encode_equals_merges_applied_in_order(bpe, rng):
         for word in pretokenize(s):
             w = tuple(word.encode())
             for k, pair in enumerate(bpe.merges):
-                w = _ref_merge(w, pair, 256 + k)
+                w = ref_merge(w, pair, 256 + k)
             expected.extend(w)
         assert bpe.encode(s) == expected
 

@@ -20,12 +20,12 @@ from tinyllm.models.transformer import (
 PAD, BOS, EOS = 0, 1, 2
 
 
-def tiny(seed=0, src_vocab_size=11, tgt_vocab_size=11, **kw):
+def tiny(seed=0, src_vocab_size=11, tgt_vocab_size=11, device="cpu", **kw):
     tl.manual_seed(seed)
     args = dict(d_model=16, n_head=4, num_encoder_layers=2, num_decoder_layers=2, d_ff=32,
                 dropout=0.0, max_len=32)
     args.update(kw)
-    return Transformer(TransformerConfig(src_vocab_size, tgt_vocab_size, **args)).eval()
+    return Transformer(TransformerConfig(src_vocab_size, tgt_vocab_size, **args)).to(device).eval()
 
 
 def batch(rng, b=3, s=6, t=5, vocab=11, min_len=1):
@@ -224,8 +224,8 @@ def test_decoder_is_causal_and_source_padding_is_ignored(rng):
     np.testing.assert_allclose(m(padded, tgt_in).numpy(), base, atol=1e-5)
 
 
-def test_incremental_decoding_matches_full_decoding(rng):
-    m = tiny(seed=5, norm_first=True)
+def test_incremental_decoding_matches_full_decoding(rng, device):
+    m = tiny(seed=5, norm_first=True, device=device)
     src, _ = batch(rng, b=2, s=5)
     tgt = np.concatenate([np.full((2, 1), BOS), rng.integers(3, 11, size=(2, 5))], axis=1)
     mask = src != PAD
@@ -361,11 +361,11 @@ def test_generated_rows_end_at_eos_and_beam_scores_at_least_greedy(half_trained)
 @pytest.mark.torch
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
 @pytest.mark.parametrize("norm_first, activation", [(False, "relu"), (True, "gelu")])
-def test_matches_torch_transformer(rng, norm_first, activation):
+def test_matches_torch_transformer(rng, norm_first, activation, device):
     torch = pytest.importorskip("torch")
     c, h, ff, n = 16, 4, 24, 2
     m = tiny(seed=8, d_model=c, n_head=h, d_ff=ff, num_encoder_layers=n, num_decoder_layers=n,
-             norm_first=norm_first, activation=activation, final_norm=True)
+             norm_first=norm_first, activation=activation, final_norm=True, device=device)
     tt = torch.nn.Transformer(d_model=c, nhead=h, num_encoder_layers=n, num_decoder_layers=n,
                               dim_feedforward=ff, dropout=0.0, activation=activation,
                               batch_first=True, norm_first=norm_first)
@@ -412,8 +412,8 @@ def test_matches_torch_transformer(rng, norm_first, activation):
 
     src, tgt_in = batch(rng, b=3, s=7, t=6)
     ours = m(src, tgt_in).numpy()
-    xs = m.embed(tl.tensor(src), m.src_embed).numpy()
-    xt = m.embed(tl.tensor(tgt_in), m.tgt_embed).numpy()
+    xs = m.embed(tl.tensor(src, device=device), m.src_embed).numpy()
+    xt = m.embed(tl.tensor(tgt_in, device=device), m.tgt_embed).numpy()
     t = tgt_in.shape[1]
     with torch.no_grad():
         out = tt(torch.tensor(xs), torch.tensor(xt),

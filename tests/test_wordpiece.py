@@ -93,49 +93,7 @@ def test_basic_tokenize_hand_examples():
     assert basic_tokenize("a\x00b\tc 中文") == ["ab", "c", "中", "文"]
 
 
-# --- exercise 05.3: greedy longest-match-first ------------------------------------------------
-VOCAB = {"un", "##aff", "##able", "a", "##a", "##b", "b", "ab", "##ab", "##abc"}
-
-
-def test_wordpiece_split_fixed_examples():
-    assert wordpiece_split("unaffable", VOCAB) == ["un", "##aff", "##able"]
-    assert wordpiece_split("unx", VOCAB) == ["[UNK]"]
-    assert wordpiece_split("abab", VOCAB) == ["ab", "##ab"]
-    assert wordpiece_split("a" * 101, {"a", "##a"}) == ["[UNK]"]
-    assert wordpiece_split("a" * 100, {"a", "##a"}) == ["a"] + ["##a"] * 99
-    assert wordpiece_split("ab", VOCAB, max_input_chars_per_word=1) == ["[UNK]"]
-
-
-def _reference_split(word, vocab, max_chars=100):
-    """Independent formulation: try every split length from the longest, recursively."""
-    if len(word) > max_chars:
-        return ["[UNK]"]
-    out, rest, first = [], word, True
-    while rest:
-        for k in range(len(rest), 0, -1):
-            piece = rest[:k] if first else "##" + rest[:k]
-            if piece in vocab:
-                out.append(piece)
-                rest, first = rest[k:], False
-                break
-        else:
-            return ["[UNK]"]
-    return out
-
-
-def test_wordpiece_split_random(rng):
-    alphabet = list("abcd")
-    for _ in range(200):
-        vocab = set()
-        for _ in range(int(rng.integers(3, 25))):
-            s = "".join(rng.choice(alphabet, size=int(rng.integers(1, 4))))
-            vocab.add(s if rng.random() < 0.5 else "##" + s)
-        word = "".join(rng.choice(alphabet, size=int(rng.integers(1, 12))))
-        max_chars = int(rng.integers(5, 15))
-        assert wordpiece_split(word, vocab, max_input_chars_per_word=max_chars) == \
-            _reference_split(word, vocab, max_chars), (word, sorted(vocab))
-
-
+# --- wordpiece_split (exercise 05.3; its random tests are in test_exercises_tokenizers.py) ----
 def test_wordpiece_split_real_vocab(tok):
     case = next(c for c in EXPECTED["cases"] if c["text"].startswith("unaffable"))
     words = basic_tokenize(case["text"])

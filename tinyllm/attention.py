@@ -17,7 +17,7 @@ from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ops import unbroadcast
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
 
@@ -47,11 +47,17 @@ def _attention_bias(xp, mask, is_causal, t, s, dtype):
     if is_causal and t == 1:  # one query, the last position (decoding with a cache): sees all
         is_causal = False
     if is_causal and mask is None:
-        key = (t, s, dtype, xp.__name__)
+        # one square bias per dtype and array module, grown (to a multiple of 256) only for a
+        # longer sequence; (T, S) is its rows S-T..S-1, columns 0..S-1 (a view), so the memory
+        # is bounded by the longest sequence, whatever shapes come (a cache per shape grew)
+        if t > s:
+            return xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
+        key = (dtype, xp.__name__)
         bias = _causal_cache.get(key)
-        if bias is None:
-            bias = _causal_cache[key] = xp.where(causal_mask(t, s, xp), dtype.type(0), neg).astype(dtype)
-        return bias
+        if bias is None or bias.shape[1] < s:
+            n = -(-s // 256) * 256
+            bias = _causal_cache[key] = xp.where(causal_mask(n, n, xp), dtype.type(0), neg).astype(dtype)
+        return bias[s - t:s, :s]
     if is_causal:
         mask = mask & causal_mask(t, s, xp)
     if mask is None:
@@ -127,7 +133,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
     t, s = q.shape[-2], k.shape[-2]
     m = None
     if mask is not None:
-        m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=q.device)
+        m = operand_data(mask, q.device, "the attention mask")
         if m.dtype != bool:
             raise TypeError(f"attention mask must be boolean (True = attend), got {m.dtype}")
         try:

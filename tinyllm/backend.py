@@ -20,7 +20,7 @@ import numpy as np
 __all__ = [
     "np", "get_array_module", "get_device", "as_array", "to_device", "cupy_or_error",
     "set_default_device", "get_default_device", "manual_seed", "rng", "is_float", "scatter_add",
-    "dropout_mask",
+    "dropout_mask", "cupy_loaded",
 ]
 
 _cupy = None
@@ -73,6 +73,11 @@ def cupy_or_error():
         raise RuntimeError("device 'cuda' needs an NVIDIA GPU and none was found; use device='cpu'.")
     _cupy = cupy
     return cupy
+
+
+def cupy_loaded() -> bool:
+    """Whether CuPy (or the test suite's fake of it) has been loaded for a 'cuda' device."""
+    return _cupy is not None
 
 
 def get_array_module(*arrays):

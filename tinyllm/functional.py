@@ -15,7 +15,7 @@ import math
 from tinyllm import backend, ops
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = [
     "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
@@ -255,9 +255,9 @@ class CrossEntropy(Function):
             return losses
         if self.reduction == "sum":
             self.scale = 1.0
-        else:
-            count = int(valid.sum())
-            self.scale = 1.0 / count if count else float("nan")
+        else:  # the count stays where the data is (no host copy on a GPU); no rows: NaN
+            count = valid.sum()
+            self.scale = xp.where(count > 0, 1.0 / xp.maximum(count, 1), xp.nan).astype(logits.dtype)
         return (losses.sum() * self.scale).astype(logits.dtype)
 
     def backward(self, gy):
@@ -281,8 +281,10 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    t = targets.data if isinstance(targets, Tensor) else backend.as_array(
-        targets, device=getattr(logits, "device", None))  # beside the logits (CuPy too)
+    device = backend.get_device(logits.data if isinstance(logits, Tensor) else logits)
+    what = "cross_entropy's targets"  # host targets are checked on the host, then moved
+    t = (operand_data(targets, device, what) if isinstance(targets, Tensor)
+         else backend.as_array(targets, device=backend.get_device(targets)))
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
@@ -297,6 +299,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
                          f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
     x = logits if isinstance(logits, Tensor) else Tensor(logits)
+    t = operand_data(t, device, what)
     out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
     return out.reshape(lshape[:-1]) if reduction == "none" else out
 
@@ -378,14 +381,16 @@ class Embedding(Function):
 
 def embedding(ids, weight) -> Tensor:
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
-    i = ids.data if isinstance(ids, Tensor) else backend.as_array(ids, device=weight.device)
+    what = "embedding's ids"  # host ids are checked on the host, then moved
+    i = (operand_data(ids, weight.device, what) if isinstance(ids, Tensor)
+         else backend.as_array(ids, device=backend.get_device(ids)))
     if backend.is_float(i.dtype):
         raise TypeError(f"embedding ids must be integers, got {i.dtype}")
     v = weight.shape[0]
     if i.size and (int(i.min()) < 0 or int(i.max()) >= v):
         bad = int(i.max()) if int(i.max()) >= v else int(i.min())
         raise IndexError(f"token id {bad} is outside the vocabulary [0, {v}) of this embedding")
-    return Embedding(i)(weight)
+    return Embedding(operand_data(i, weight.device, what))(weight)
 
 
 # ---------------------------------------------------------------------------- dropout

@@ -9,6 +9,7 @@ gradient per input.
 
 from __future__ import annotations
 
+from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module, scatter_add
 from tinyllm.ops import unbroadcast
@@ -66,6 +67,17 @@ def _unwrap_index(index):
     return index
 
 
+def _index_on(index, device):
+    """The index with its arrays on ``device`` (host index arrays are moved, as every operand)."""
+    from tinyllm.tensor import operand_data
+
+    def one(i):
+        basic = i is None or i is Ellipsis or isinstance(i, (int, slice, backend.np.integer))
+        return i if basic else operand_data(i, device, "an index")
+
+    return tuple(one(i) for i in index) if isinstance(index, tuple) else one(index)
+
+
 def _is_basic(index) -> bool:
     """True for indices made of ints, slices, None and Ellipsis only (no arrays or lists)."""
     items = index if isinstance(index, tuple) else (index,)
@@ -76,10 +88,12 @@ class GetItem(Function):
     """x[index] for ints, slices, None, Ellipsis and integer or boolean arrays."""
 
     def __init__(self, index):
-        self.index = _unwrap_index(index)
+        self.index = index if backend.cupy_loaded() else _unwrap_index(index)
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype
+        if backend.cupy_loaded():
+            self.index = _index_on(self.index, backend.get_device(x))
         try:
             return x[self.index]
         except IndexError as e:

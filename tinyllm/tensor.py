@@ -144,7 +144,7 @@ class Tensor:
                 )
             seed = xp.ones(self.shape, dtype=self.dtype)
         else:
-            seed = grad.data if isinstance(grad, Tensor) else backend.as_array(grad, device=self.device)
+            seed = operand_data(grad, self.device, "backward's grad")
             seed = xp.asarray(seed, dtype=self.dtype)
             if seed.shape != self.shape:
                 try:
@@ -202,8 +202,9 @@ class Tensor:
 
     # comparisons give boolean tensors that carry no gradient (masks)
     def _compare(self, other, fn):
-        o = other.data if isinstance(other, Tensor) else other
-        return Tensor(fn(self.data, o), _raw=True)
+        if not isinstance(other, (int, float)):  # arrays and tensors: the rule of operand_data
+            other = operand_data(other, self.device, "the other side of a comparison")
+        return Tensor(fn(self.data, other), _raw=True)
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -324,7 +325,26 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     """
     if isinstance(data, Tensor):
         data = data.data
+    elif isinstance(data, (list, tuple)) and _holds_arrays(data):
+        data = _stack_nested(data)
     return Tensor(backend.as_array(data, dtype=dtype, device=device), requires_grad=requires_grad, _raw=True)
+
+
+def _holds_arrays(data) -> bool:
+    """Whether a nested list holds arrays or tensors (its first element is looked at)."""
+    while isinstance(data, (list, tuple)) and data:
+        data = data[0]
+    return hasattr(data, "shape")
+
+
+def _stack_nested(data):
+    """``[a, b]`` of tensors or arrays (say two device scalars) -> one array, stacked on the
+    device of the first array (host parts are moved there, as every operand)."""
+    items = [_stack_nested(d) if isinstance(d, (list, tuple)) else d for d in data]
+    items = [d.data if isinstance(d, Tensor) else d for d in items]
+    device = next(backend.get_device(d) for d in items if hasattr(d, "shape"))
+    items = [backend.as_array(d, device=device) for d in items]
+    return backend.get_array_module(items[0]).stack(items)
 
 
 def as_tensor_like(x, like: Tensor | None) -> Tensor:
@@ -337,6 +357,23 @@ def as_tensor_like(x, like: Tensor | None) -> Tensor:
         return Tensor(xp.asarray(x, dtype=like.dtype), _raw=True)
     device = like.device if like is not None else None
     return Tensor(backend.as_array(x, device=device), _raw=True)
+
+
+def operand_data(x, device: str, what: str):
+    """The backend array of a data operand ``x`` (ids, targets, a mask, an index, the other side
+    of a comparison) of an operation that runs on ``device``.
+
+    tinyllm's one rule for mixing devices, the same as every Function call's: raw data (Python
+    numbers and lists, NumPy or CuPy arrays) is moved to ``device`` (NumPy in at the edges); a
+    Tensor must be there already, and one on another device is refused, as in PyTorch.
+    """
+    if isinstance(x, Tensor):
+        if x.device != device:
+            raise RuntimeError(
+                f"{what} is a tensor on {x.device} (shape {x.shape}) but the operation runs on "
+                f"{device}; move it first with .to({device!r}) (NumPy arrays are moved for you)")
+        return x.data
+    return backend.as_array(x, device=device)
 
 
 def zeros(*shape, dtype="float32", requires_grad=False, device=None) -> Tensor:
@@ -374,10 +411,11 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def where(cond, a, b) -> Tensor:
     """``a`` where ``cond`` is True, else ``b``; gradients flow to the chosen side only."""
-    c = cond.data if isinstance(cond, Tensor) else cond
     like = a if isinstance(a, Tensor) else b
-    if isinstance(like, Tensor) and backend.get_device(c) != like.device:
-        c = backend.to_device(backend.as_array(c), like.device)  # a host mask beside GPU data
+    if isinstance(like, Tensor):  # a host mask is moved beside the data, a host tensor refused
+        c = operand_data(cond, like.device, "where's condition")
+    else:
+        c = cond.data if isinstance(cond, Tensor) else cond
     return shape_ops.Where(c)(a, b)
 
 

@@ -25,7 +25,7 @@ from tinyllm import functional as F
 from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList, Parameter
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["BertConfig", "roberta_config", "BertEmbeddings", "BertModel", "MLMHead",
            "BertForPreTraining", "BertForMaskedLM", "BertPreTrainingOutput", "pretraining_loss"]
@@ -122,8 +122,10 @@ def roberta_config(vocab_size: int = 50265, **kwargs) -> BertConfig:
 
 # ------------------------------------------------------------------------------ inputs
 def _ids_array(x, name: str, like_shape=None, device=None):
-    """A backend integer array from a NumPy array, list or Tensor, checked."""
-    a = x.data if isinstance(x, Tensor) else backend.as_array(x, device=device)
+    """A backend integer array from a NumPy array, list or Tensor, checked. Host ids stay on
+    the host (checked there, moved by the embedding); a tensor must be on ``device``."""
+    a = operand_data(x, device, name) if isinstance(x, Tensor) else backend.as_array(
+        x, device=backend.get_device(x))
     if backend.is_float(a.dtype) or a.dtype == bool and name == "input_ids":
         raise TypeError(f"{name} must hold integers, got {a.dtype}")
     if like_shape is None and a.ndim != 2:
@@ -300,7 +302,8 @@ class BertPreTrainingOutput:
 def _labels(x, name, dev):
     if x is None:
         return None
-    return x.data if isinstance(x, Tensor) else backend.as_array(x, device=dev)
+    return operand_data(x, dev, name) if isinstance(x, Tensor) else backend.as_array(
+        x, device=backend.get_device(x))  # host labels: checked by cross_entropy, then moved
 
 
 class BertForPreTraining(Module):

@@ -56,7 +56,7 @@ def _next_logits(model, tokens, memory, src_mask, cache):
     """Float64 host logits (N, V) of the next token, ``pad`` and ``bos`` ruled out."""
     cfg = model.config
     inp = tokens[:, -1:] if cache is not None else tokens
-    logits = model.decode(inp, memory, src_mask, cache=cache).numpy()[:, -1].astype(np.float64)
+    logits = model.decode(inp, memory, src_mask, cache=cache)[:, -1].numpy().astype(np.float64)
     logits[:, [cfg.pad_id, cfg.bos_id]] = -np.inf
     return logits
 

@@ -26,7 +26,7 @@ from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList
 from tinyllm.nn.positional import SinusoidalPositionalEncoding
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, operand_data
 
 
 @dataclass
@@ -90,8 +90,10 @@ class TransformerConfig:
 
 
 def _ids(x, device):
-    """Token ids as a backend integer array on ``device`` (from a Tensor, array or lists)."""
-    a = x.data if isinstance(x, Tensor) else backend.as_array(x, device=device)
+    """Token ids as a backend integer array (from a Tensor on ``device``, an array or lists);
+    host ids stay on the host, checked there and moved by the embedding."""
+    a = operand_data(x, device, "token ids") if isinstance(x, Tensor) else backend.as_array(
+        x, device=backend.get_device(x))
     if a.ndim != 2 or backend.is_float(a.dtype) or a.dtype == bool:
         raise ValueError(f"token ids must be an integer array (B, L), got dtype {a.dtype} and "
                          f"shape {tuple(a.shape)}")
@@ -120,7 +122,7 @@ def make_masks(src, tgt_in, pad_id: int):
 
 def _as_src_mask(mask, device):
     """A (B, S) or (B, 1, 1, S) boolean source mask as (B, 1, 1, S)."""
-    m = mask.data if isinstance(mask, Tensor) else backend.as_array(mask, device=device)
+    m = operand_data(mask, device, "src_mask")
     if m.dtype != bool or m.ndim not in (2, 4):
         raise ValueError(f"src_mask must be boolean (B, S) or (B, 1, 1, S), True at real tokens; "
                          f"got dtype {m.dtype}, shape {tuple(m.shape)}")

@@ -172,6 +172,9 @@ class Module:
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy arrays (or tensors) from ``state_dict`` into the parameters and buffers.
 
+        The values may be NumPy or CuPy arrays, tensors on either device, or nested lists; each
+        is copied to its parameter's device and dtype.
+
         Everything is checked before anything is copied, so a failed load leaves the module
         unchanged. ``strict`` refuses missing and unexpected keys; a wrong shape is always an
         error. Returns (missing_keys, unexpected_keys).
@@ -186,9 +189,9 @@ class Module:
             if k not in state_dict:
                 continue
             v = state_dict[k]
-            v = v.numpy() if isinstance(v, Tensor) else v
+            v = v.data if isinstance(v, Tensor) else v  # NumPy or CuPy arrays stay as they are
             if not hasattr(v, "shape"):  # nested lists or numbers
-                v = backend.np.asarray(v)
+                v = backend.as_array(v)
             if tuple(v.shape) != tuple(target.shape):
                 wrong.append(f"{k}: expected {tuple(target.shape)}, got {tuple(v.shape)}")
             arrays[k] = v
@@ -204,7 +207,8 @@ class Module:
                            f"loaded): " + " | ".join(problems))
         for k, v in arrays.items():
             t = own[k]
-            t.data = backend.as_array(backend.np.asarray(v), dtype=t.dtype, device=t.device).copy()
+            # to the parameter's device and dtype (a host or device array, from either side)
+            t.data = backend.as_array(v, dtype=t.dtype, device=t.device).copy()
         return missing, unexpected
 
     # ------------------------------------------------------------------ printing

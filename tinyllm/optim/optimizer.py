@@ -85,7 +85,8 @@ class Optimizer:
                     if tuple(v.shape) != tuple(p.shape):
                         raise ValueError(f"optimizer state {k!r} of parameter {i} has shape "
                                          f"{tuple(v.shape)}, the parameter has {tuple(p.shape)}")
-                    v = backend.as_array(backend.np.asarray(v), dtype=p.dtype, device=p.device).copy()
+                    v = v.data if isinstance(v, Tensor) else v  # host or device arrays
+                    v = backend.as_array(v, dtype=p.dtype, device=p.device).copy()
                 entry[k] = v
             new_state[id(p)] = entry
         for g, saved in zip(self.param_groups, groups):

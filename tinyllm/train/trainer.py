@@ -69,12 +69,6 @@ class TrainResult:
     task: Task | None = None                    # the task, with the trained model and tokenizer
 
 
-def to_device(inputs: dict, device: str) -> dict:
-    if device == "cpu":
-        return inputs
-    return {k: backend.as_array(v, device=device) for k, v in inputs.items()}
-
-
 def estimate_loss(task: Task, cfg: TrainConfig, iters: int | None = None) -> dict:
     """Mean loss over ``iters`` (default ``eval_iters``) batches of each split, in eval mode.
     The batches come from a generator seeded by the run's seed alone: the same batches at
@@ -90,7 +84,7 @@ def estimate_loss(task: Task, cfg: TrainConfig, iters: int | None = None) -> dic
     with no_grad():
         for i, split in enumerate(("train", "val")):
             rng = np.random.default_rng([cfg.seed, 1, i])
-            losses = [task.loss(to_device(task.batch(split, rng)[0], cfg.device)).item()
+            losses = [task.loss(task.batch(split, rng)[0]).item()
                       for _ in range(n)]
             out[f"{split}_loss"] = float(np.mean(losses))
     task.model.train()
@@ -160,7 +154,9 @@ class Run:
         inputs, ntok = self.task.batch("train", self.batch_rng)
         # overflow is checked explicitly (the loss, and the weights before each save)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            loss = self.task.loss(to_device(inputs, cfg.device))
+            # host batches: the model checks the ids there and moves them itself, so a
+            # step on the GPU copies back only the loss (and the clipping norm)
+            loss = self.task.loss(inputs)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingDiverged(
