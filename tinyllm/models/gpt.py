@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from tinyllm import functional as F
+from tinyllm.activation_checkpoint import checkpoint
 from tinyllm.backend import np
 from tinyllm.models.generation import GenerationMixin
 from tinyllm.models.presets import PRESETS, preset_config
@@ -45,6 +46,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
     activation: str = "gelu"  # GPT-2 checkpoints use "gelu_new" (the tanh approximation)
     layer_norm_eps: float = 1e-5
+    checkpoint_blocks: bool = False  # recompute each block in backward (tl.checkpoint): less memory
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -60,6 +62,9 @@ class GPTConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"GPTConfig.activation {self.activation!r} is unknown; choose from "
                              f"{sorted(ACTIVATIONS)}")
+        if not isinstance(self.checkpoint_blocks, bool):
+            raise ValueError(f"GPTConfig.checkpoint_blocks must be true or false, got "
+                             f"{self.checkpoint_blocks!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPTConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
 
@@ -129,7 +134,10 @@ class GPT(GenerationMixin, Module):
         x = self.drop(self.wte(ids) + self.wpe(t, offset))
         caches = kv_caches or [None] * len(self.blocks)
         for block, cache in zip(self.blocks, caches):
-            x = block(x, is_causal=True, cache=cache)
+            if self.config.checkpoint_blocks and cache is None:  # keep only the block's input
+                x = checkpoint(block, x, None, True)
+            else:
+                x = block(x, is_causal=True, cache=cache)
         if last_only:  # generation needs only the last position's distribution
             x = x[:, -1:, :]
         return F.linear(self.ln_f(x), self.wte.weight)
