@@ -74,7 +74,8 @@ def round_to(x, fmt: str):
         return x
     if fmt == "float16":
         xp = get_array_module(x)
-        return x.astype(xp.float16).astype(x.dtype)
+        with np.errstate(over="ignore"):  # overflow to inf is float16's behaviour, kept
+            return x.astype(xp.float16).astype(x.dtype)
     if fmt == "bfloat16":
         if ml_dtypes is not None and isinstance(x, np.ndarray):
             return x.astype(ml_dtypes.bfloat16).astype(x.dtype)

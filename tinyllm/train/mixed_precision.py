@@ -16,6 +16,7 @@ into zero (since the last evaluation).
 
 from __future__ import annotations
 
+from tinyllm.backend import np
 from tinyllm.precision import DynamicLossScaler, Precision
 from tinyllm.train.checkpoint import CheckpointError
 
@@ -60,8 +61,9 @@ class RunPrecision:
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad()
-        self.scaler.scale_loss(loss).backward()
-        found_inf = self.scaler.unscale_(params)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is found just below
+            self.scaler.scale_loss(loss).backward()
+            found_inf = self.scaler.unscale_(params)
         norm = 0.0
         if not found_inf:
             if grad_clip > 0:
