@@ -123,3 +123,29 @@ def test_a_bfloat16_run_is_read_back_in_bfloat16(corpus, tmp_path):  # noqa: F81
     tiny(tmp_path / "a", precision="bfloat16", max_iters=2, eval_interval=2)
     _, task, _ = load_run(tmp_path / "a")
     assert precision_policy(task.model) == "bfloat16"
+
+
+def test_precision_checkpointing_and_quantization_on_the_fake_gpu(fake_cuda, rng):
+    """The three ideas run on the strict fake GPU: every array stays on the device (the
+    bit-level bfloat16 rounding, not ml_dtypes; CuPy's generator re-seeded for dropout)."""
+    from tinyllm.models import GPT, GPTConfig
+    from tinyllm.quant import quantize
+
+    tl.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16,
+                          dropout=0.1, checkpoint_blocks=True)).to("cuda")
+    ids = rng.integers(0, 11, (2, 8))
+    for fmt in ("bfloat16", "float16"):
+        Precision(fmt).apply(model)
+        model.zero_grad()
+        _, loss = model(ids, ids)
+        loss.backward()
+        g = model.blocks[0].mlp.fc.weight.grad
+        assert tl.backend.get_device(g) == "cuda" and bool(fake_cuda.isfinite(g).all())
+        x = fake_cuda.asarray(rng.standard_normal(5).astype(np.float32))
+        np.testing.assert_array_equal(round_to(x, fmt).get(), as_format(x.get(), fmt))
+    Precision.remove(model)
+    model.eval()
+    quantize(model, bits=4, group_size=8)
+    with tl.no_grad():
+        assert tl.backend.get_device(model(ids).data) == "cuda"
