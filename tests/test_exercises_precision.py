@@ -107,6 +107,12 @@ def test_14_1_inputs_without_gradient_and_parameters_only(rng):
     (checkpoint(seg, tl.tensor(x)) * tl.tensor(gy)).sum().backward()  # only the parameters
     assert_close("dL/dW2 when no input needs a gradient (the parameters alone)", seg.w2.grad,
                  want, rng)
+    seg.zero_grad()
+    loss = (checkpoint(seg, tl.tensor(x)) * tl.tensor(gy)).sum()
+    with tl.no_grad():  # backward called under no_grad: the recomputation needs the graph on
+        loss.backward()
+    assert_close("dL/dW2 when backward runs under no_grad (recompute inside enable_grad)",
+                 seg.w2.grad, want, rng)
 
 
 # ---------------------------------------------------------------------- 14.2 bfloat16
