@@ -99,10 +99,15 @@ def test_15_2_groups_with_a_zero_point(rng, bits):
 def test_15_2_zero_is_stored_exactly(rng):
     w = rng.standard_normal((3, 8)).astype(np.float32)
     w[:, ::3] = 0.0
-    q, s, z = groupwise_quantize(w, 4, 4)
+    w[1, 4:] = 0.0  # a group of zeros: scale 1, zero point 0, levels 0
+    with np.errstate(all="raise"):  # no division by a zero scale
+        q, s, z = groupwise_quantize(w, 4, 4)
     rec = (q.reshape(3, 2, 4).astype(np.float64) - z[..., None]) * s[..., None]
     assert_equal("a weight of 0 reconstructs as exactly 0", rec.reshape(3, 8)[:, ::3],
                  np.zeros((3, 3)), rng)
+    assert_equal("groupwise_quantize of a group of zeros: (scale, zero, q)",
+                 np.array([float(s[1, 1]), float(z[1, 1]), *q[1, 4:].astype(float)]),
+                 np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), rng)
 
 
 # ---------------------------------------------------------------------- 15.3 int8 matmul

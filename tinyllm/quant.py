@@ -79,7 +79,8 @@ def groupwise_quantize(w, bits: int = 4, group_size: int = 32):
 
     w (out, n) -> q (out, n) uint8 in [0, 2^b - 1], scale (out, n / g) float32 and zero
     (out, n / g) uint8, with w ~ (q - zero) * scale in each group. The group's range is
-    widened to include 0, so that zero is an integer level and 0 is stored exactly.
+    widened to include 0, so that zero is an integer level and 0 is stored exactly; a group
+    of zeros gets scale 1 (zero point 0, levels 0).
     """
     xp = get_array_module(w)
     g = _groups(w, group_size)
