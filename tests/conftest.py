@@ -7,6 +7,7 @@
   ``cupy``/``cupyx`` here, before tinyllm asks for CuPy).
 * ``fake_cuda``: the fake device for one test, in any run: installed for the test (unless the
   whole run is on it), its counters reset, everything put back afterwards.
+* every test marked ``exercise`` runs with ``tl.fast_paths(False)`` (it grades the plain forms).
 """
 
 import os
@@ -67,6 +68,18 @@ def fake_cuda():
             backend._cupy = saved[0]
             fakecupy.uninstall()
         backend.set_default_device(saved[1])
+
+
+@pytest.fixture(autouse=True)
+def _exercises_grade_the_plain_forms(request):
+    """Exercise tests run the lesson's plain forward/backward, never a Function's fast path."""
+    if request.node.get_closest_marker("exercise") is None:
+        yield
+        return
+    import tinyllm as tl
+
+    with tl.fast_paths(False):
+        yield
 
 
 def pytest_report_header(config):

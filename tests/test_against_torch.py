@@ -135,8 +135,6 @@ def compare(tl_fn, torch_fn, arrays, dtype, rng, device="cpu", what=""):
     ps = [torch.tensor(a.copy(), requires_grad=True) for a in arrays]
     out, ref = tl_fn(*ts), torch_fn(*ps)
     tol = dict(TOL[dtype])
-    if "gelu" in what and dtype == np.float64:
-        tol = dict(atol=1e-6, rtol=1e-6)  # tinyllm's erf is accurate to 1.5e-7
     got = to_numpy(out)
     assert got.dtype == dtype, f"{what}: output dtype {got.dtype}"
     np.testing.assert_allclose(got, ref.detach().numpy(), err_msg=f"{what}: forward", **tol)
@@ -212,3 +210,20 @@ def test_random_matmul_and_reductions_against_torch(rng, device):
                     lambda a, r=th_red, d=dims, k=keep: getattr(a, r)(dim=d, keepdim=k),
                     [rng.standard_normal(x_shape)], np.float64, rng, device,
                     what=f"{tl_red} of {x_shape} over {axes} keepdims={keep}")
+
+
+def test_exact_gelu_and_erf_in_float64_match_torch_to_1e_12(rng, device):
+    """float64 uses Cody's erf (the float32 polynomial is only good to 1.5e-7)."""
+    x = np.concatenate([rng.standard_normal(200) * 3, np.linspace(-8, 8, 161),
+                        [-30.0, -6.0, -0.46875, 0.0, 0.46875, 4.0, 6.0, 30.0]])
+    got = to_numpy(F.gelu(tl.tensor(x, device=device)))
+    want = TF.gelu(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-13, rtol=1e-12)
+    erf = to_numpy(F.erf(tl.tensor(x, device=device).data))
+    np.testing.assert_allclose(erf, torch.erf(torch.from_numpy(x)).numpy(), atol=1e-15, rtol=1e-14)
+    t = tl.tensor(x, requires_grad=True, device=device)
+    F.gelu(t).sum().backward()
+    p = torch.from_numpy(x).requires_grad_()
+    TF.gelu(p).sum().backward()
+    np.testing.assert_allclose(to_numpy(t.grad), p.grad.numpy(), atol=1e-13, rtol=1e-12)
+

@@ -163,3 +163,15 @@ def test_dezero_gpt_matches_tinyllm_loss_at_init(rng):
     for name, p in model.named_parameters():
         param, transposed = named[name]
         _close(param.grad.data.T if transposed else param.grad.data, p.grad)
+
+
+def test_the_fast_paths_suite_times_each_fast_path_off():
+    from tinyllm.bench.fast_paths import functions_with_fast_paths, suite_fast_paths
+    from tinyllm.bench.suites import Options
+
+    names = {c.__name__ for c in functions_with_fast_paths()}
+    assert {"ScaledDotProductAttention", "GELU", "LayerNorm"} <= names
+    (table,) = suite_fast_paths(Options(rounds=1, warmup=0, quick=True))
+    rows = [r[0] for r in table.rows]
+    assert rows[:2] == ["all fast paths on", "all off (plain forms)"]
+    assert {f"{n} off" for n in names} <= set(rows) and rows[-1] == "numpy by hand"

@@ -113,3 +113,39 @@ def test_reductions_match_numpy(data, shape, keepdims, red):
     assert t.grad.shape == shape
     (g,) = fd_grads(lambda a: getattr(a, red)(axis=axis, keepdims=keepdims), [x], w)
     np.testing.assert_allclose(t.grad, g, rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4))
+def test_mixed_indexing_matches_torch(data, shape):
+    """Random mixes of integers, slices, None, ... and integer arrays index as PyTorch does."""
+    torch = pytest.importorskip("torch")
+    items, axis = [], 0
+    while axis < len(shape):
+        kind = data.draw(st.sampled_from(["int", "slice", "array", "none", "ellipsis"]))
+        n = shape[axis]
+        if kind == "int":
+            items.append(data.draw(st.integers(-n, n - 1)))
+        elif kind == "slice":
+            items.append(slice(data.draw(st.integers(0, n)), None, data.draw(st.sampled_from([1, 2]))))
+        elif kind == "array":
+            items.append(np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3))))
+        elif kind == "none":
+            items.append(None)
+            continue
+        else:  # ... covers the remaining axes
+            items.append(Ellipsis)
+            break
+        axis += 1
+    index = tuple(items)
+    x = np.random.default_rng(5).standard_normal(shape)
+    t = tl.tensor(x, requires_grad=True)
+    p = torch.tensor(x, requires_grad=True)
+    out = t[index]
+    ref = p[tuple(torch.from_numpy(i) if isinstance(i, np.ndarray) else i for i in index)]
+    assert out.shape == tuple(ref.shape), f"x{list(shape)}[{index}]"
+    np.testing.assert_array_equal(out.numpy(), ref.detach().numpy())
+    w = np.random.default_rng(6).standard_normal(out.shape)
+    out.backward(w)
+    ref.backward(torch.from_numpy(w))
+    np.testing.assert_allclose(t.grad, p.grad.numpy(), rtol=1e-12)

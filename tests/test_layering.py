@@ -1,6 +1,7 @@
 """The architecture, enforced: the backend seam and imports that go one way (see DEVELOPERS.md)."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,13 @@ FORBIDDEN = {
     "tinyllm.backend": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                         "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.autograd": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
-    "tinyllm.tensor": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.tensor": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.tensor_methods": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.ops": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.elementwise": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.reductions": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.shape_ops": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.activations": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.functional": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.attention": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.gradcheck": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
@@ -88,6 +93,29 @@ def _imports(name, tree):
 
 MODULES = list(_modules())
 
+# The engine, top to bottom, as DEVELOPERS.md lists it: each module imports only modules above it.
+# autograd never sees the Tensor class (it works on the node protocol of autograd.Node), the
+# Functions never see it either, and Tensor's methods call all of them, so tensor comes last.
+ENGINE_LAYERS = [
+    "tinyllm.atomic",
+    "tinyllm.backend",
+    "tinyllm.autograd",
+    "tinyllm.ops",
+    "tinyllm.elementwise",
+    "tinyllm.reductions",
+    "tinyllm.shape_ops",
+    "tinyllm.activations",
+    "tinyllm.attention",
+    "tinyllm.functional",
+    "tinyllm.tensor_methods",
+    "tinyllm.tensor",
+    "tinyllm.gradcheck",
+    "tinyllm.rope",
+    "tinyllm.rms_norm",
+    "tinyllm.swiglu",
+    "tinyllm.repeat_kv",
+]
+
 
 def test_the_package_was_found():
     names = [n for _, n, _ in MODULES]
@@ -119,6 +147,45 @@ def test_layers_import_downward_only():
     assert not offenders, "imports must go downward (DEVELOPERS.md):\n" + "\n".join(offenders)
 
 
+def _engine_imports(tree, top_level_only=False):
+    """(engine module, line, inside a function) for each engine module that ``tree`` imports."""
+    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for n in ast.walk(f) if n is not f}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        for mod, line in _imports("tinyllm.x", ast.Module(body=[node], type_ignores=[])):
+            if mod in ENGINE_LAYERS:
+                yield mod, line, id(node) in inner
+
+
+def test_the_engine_layers_are_those_of_developers_md():
+    text = (PKG.parent / "DEVELOPERS.md").read_text(encoding="utf-8")
+    listed = [m.group(1).replace("/", ".") for m in re.finditer(r"^(tinyllm/\w+)\.py\s", text, re.M)]
+    order = [name for name in listed if name in ENGINE_LAYERS]
+    assert order == ENGINE_LAYERS, ("DEVELOPERS.md's layer list and ENGINE_LAYERS disagree:\n"
+                                    f"{order}\n{ENGINE_LAYERS}")
+    found = {n for _, n, _ in MODULES}
+    missing = [m for m in ENGINE_LAYERS if m not in found]
+    assert not missing, f"ENGINE_LAYERS names modules that do not exist: {missing}"
+
+
+def test_the_engine_imports_only_from_layers_above():
+    offenders = []
+    for rel, name, tree in MODULES:
+        if name not in ENGINE_LAYERS:
+            continue
+        rank = ENGINE_LAYERS.index(name)
+        for mod, line, in_function in _engine_imports(tree):
+            if ENGINE_LAYERS.index(mod) >= rank:
+                offenders.append(f"tinyllm/{rel}:{line} imports {mod}, which is not above it")
+            elif in_function:
+                offenders.append(f"tinyllm/{rel}:{line} imports {mod} inside a function (import "
+                                 "at the top: a late import hides a cycle)")
+    assert not offenders, ("the engine's layers import downward only, at the top of the module "
+                           "(DEVELOPERS.md):\n" + "\n".join(offenders))
+
+
 def test_nothing_imports_the_course():
     offenders = []
     for rel, name, tree in MODULES:
@@ -139,3 +206,20 @@ def test_nothing_imports_the_course():
 def test_the_import_scanner_sees(source, expected):
     found = [m for m, _ in _imports("tinyllm.tensor", ast.parse(source))]
     assert expected in found, found
+
+
+def test_the_engine_scanner_sees_imports_inside_functions():
+    tree = ast.parse("from tinyllm import ops\n\ndef f():\n    from tinyllm.tensor import Tensor\n")
+    assert sorted(_engine_imports(tree)) == [("tinyllm.ops", 1, False), ("tinyllm.tensor", 4, True)]
+
+
+def test_importing_tinyllm_changes_no_process_settings(monkeypatch):
+    """glibc malloc tuning is an explicit call (trainer, CLI, bench), not an import side effect."""
+    tree = ast.parse((PKG / "backend.py").read_text(encoding="utf-8"))
+    calls = [n.value.func.id for n in tree.body if isinstance(n, ast.Expr)
+             and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)]
+    assert not calls, f"tinyllm/backend.py calls {calls} at import"
+    from tinyllm import backend
+
+    monkeypatch.setenv("TINYLLM_MALLOPT", "0")
+    assert backend.tune_malloc() is False

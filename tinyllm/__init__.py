@@ -8,14 +8,16 @@
 from tinyllm import functional
 from tinyllm.activation_checkpoint import checkpoint
 from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad
-from tinyllm.backend import get_default_device, manual_seed, set_default_device
+from tinyllm.backend import fast_paths, get_default_device, manual_seed, set_default_device
 from tinyllm.gradcheck import GradcheckError, gradcheck
 from tinyllm.tensor import (
     Tensor,
     arange,
+    as_tensor,
     cat,
     concatenate,
     exp,
+    from_numpy,
     is_tensor,
     log,
     ones,
@@ -31,10 +33,11 @@ from tinyllm.tensor import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "zeros", "ones", "randn", "arange", "concatenate", "cat", "stack",
-    "where", "exp", "log", "sqrt", "tanh", "is_tensor", "no_grad", "enable_grad",
-    "is_grad_enabled", "Function", "gradcheck", "GradcheckError", "manual_seed",
-    "set_default_device", "get_default_device", "functional", "save", "load", "checkpoint",
+    "Tensor", "tensor", "as_tensor", "from_numpy", "zeros", "ones", "randn", "arange",
+    "concatenate", "cat", "stack", "where", "exp", "log", "sqrt", "tanh", "is_tensor", "no_grad",
+    "enable_grad", "is_grad_enabled", "Function", "gradcheck", "GradcheckError", "manual_seed",
+    "set_default_device", "get_default_device", "fast_paths", "functional", "save", "load",
+    "checkpoint",
 ]
 
 

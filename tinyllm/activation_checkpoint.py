@@ -25,13 +25,8 @@ import contextlib
 
 from tinyllm import backend
 from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad, run_backward
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
-try:
-    from tinyllm.tensor import as_tensor
-except ImportError:  # pragma: no cover - before tl.as_tensor existed
-    def as_tensor(array):
-        return Tensor(array, _raw=True)
 
 __all__ = ["checkpoint", "Checkpoint"]
 

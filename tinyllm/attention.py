@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 
 from tinyllm import backend
-from tinyllm.autograd import Function
+from tinyllm.autograd import Function, operand_data
 from tinyllm.backend import get_array_module
 from tinyllm.ops import unbroadcast
-from tinyllm.tensor import Tensor, operand_data
 
 __all__ = ["causal_mask", "scaled_dot_product_attention", "ScaledDotProductAttention"]
 
@@ -71,22 +70,27 @@ class ScaledDotProductAttention(Function):
     q (..., T, D), k (..., S, D), v (..., S, Dv) -> (..., T, Dv). Backward, with P the
     attention weights and dO the output gradient:
     dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = dS K * scale, dK = dS^T Q * scale.
+
+    ``fast_forward``/``fast_backward`` compute the same in place, reusing the (..., T, S) buffer
+    of the scores (the largest array of attention); they save the same arrays as the plain forms.
     """
 
     def __init__(self, bias, scale, dropout_p):
-        self.bias, self.scale, self.dropout_p = bias, scale, dropout_p
+        self.bias, self.scale, self.dropout_p = bias, float(scale), dropout_p
 
     def forward(self, q, k, v):
         xp = get_array_module(q)
         # BEGIN SOLUTION
-        s = q @ k.swapaxes(-1, -2)
-        s *= q.dtype.type(self.scale)
+        s = q @ k.swapaxes(-1, -2) * self.scale
         if self.bias is not None:
-            s += self.bias
-        s -= s.max(axis=-1, keepdims=True)
-        p = xp.exp(s, out=s)
-        p /= p.sum(axis=-1, keepdims=True)
+            s = s + self.bias
+        e = xp.exp(s - s.max(axis=-1, keepdims=True))  # the row max subtracted: no overflow
+        p = e / e.sum(axis=-1, keepdims=True)
         # END SOLUTION
+        return self._weigh(xp, p, q, k, v)
+
+    def _weigh(self, xp, p, q, k, v):
+        """Save what backward needs, apply dropout to the weights, and return P V."""
         self.p, self.q, self.k, self.v = p, q, k, v
         if self.dropout_p > 0:
             self.mask = backend.dropout_mask(xp, p.shape, self.dropout_p, p.dtype)
@@ -102,16 +106,41 @@ class ScaledDotProductAttention(Function):
             gv = unbroadcast(self.p_used.swapaxes(-1, -2) @ gy, v.shape)
         dp = gy @ v.swapaxes(-1, -2)
         if self.dropout_p > 0:
-            dp *= self.mask
-        ds = dp  # dS = P * (dP - rowsum(dP * P)), in dP's buffer: (..., T, S) is the largest array
-        ds -= (dp * p).sum(axis=-1, keepdims=True)
-        ds *= p
-        ds *= ds.dtype.type(scale)
+            dp = dp * self.mask
+        ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True)) * scale
         if self.needs_grad[0]:
             gq = unbroadcast(ds @ k, q.shape)
         if self.needs_grad[1]:
             gk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape)
         # END SOLUTION
+        return gq, gk, gv
+
+    def fast_forward(self, q, k, v):
+        xp = get_array_module(q)
+        s = q @ k.swapaxes(-1, -2)
+        s *= q.dtype.type(self.scale)
+        if self.bias is not None:
+            s += self.bias
+        s -= s.max(axis=-1, keepdims=True)
+        p = xp.exp(s, out=s)
+        p /= p.sum(axis=-1, keepdims=True)
+        return self._weigh(xp, p, q, k, v)
+
+    def fast_backward(self, gy):
+        p, q, k, v = self.p, self.q, self.k, self.v
+        gq = gk = gv = None
+        if self.needs_grad[2]:
+            gv = unbroadcast(self.p_used.swapaxes(-1, -2) @ gy, v.shape)
+        ds = gy @ v.swapaxes(-1, -2)  # dP, then dS in the same buffer
+        if self.dropout_p > 0:
+            ds *= self.mask
+        ds -= (ds * p).sum(axis=-1, keepdims=True)
+        ds *= p
+        ds *= ds.dtype.type(self.scale)
+        if self.needs_grad[0]:
+            gq = unbroadcast(ds @ k, q.shape)
+        if self.needs_grad[1]:
+            gk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape)
         return gq, gk, gv
 
 
@@ -146,5 +175,5 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,
     fn = ScaledDotProductAttention(bias, scale, dropout_p)
     out = fn(q, k, v)
     if return_weights:
-        return out, Tensor(fn.p, _raw=True)
+        return out, q._new(fn.p)  # a tensor of q's kind, outside the graph
     return out

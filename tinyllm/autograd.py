@@ -8,9 +8,25 @@ Every differentiable operation is a small ``Function`` subclass with two methods
   (``None`` for an input that needs no gradient; ``self.needs_grad[i]`` says which do).
 
 Calling a Function on tensors runs ``forward`` and, when gradients are wanted, records the
-Function as the output's ``_ctx`` (its creator) together with its input tensors: that chain of
-creators is the computational graph. ``backward`` walks it from the output in reverse
-topological order, applying the chain rule one Function at a time.
+Function as the output's ``grad_fn`` (its creator) together with its input tensors
+(``fn.inputs``): that chain of creators is the computational graph. ``backward`` walks it from
+the output in reverse topological order, applying the chain rule one Function at a time.
+
+This module never imports the ``Tensor`` class (``tinyllm.tensor`` imports this one, and the
+Functions of ``ops`` below it). It needs only this small protocol of a graph node, which
+``Tensor`` implements by subclassing ``Node``:
+
+* ``node.data``: the backend array (``node.shape``, ``node.device`` describe it);
+  ``node.requires_grad``: whether gradients flow to it;
+* ``node.grad_fn``: the Function that made it (``None`` for a leaf); ``node.grad``: where a
+  leaf (or a node with ``_retain_grad``) accumulates its gradient;
+* ``node._new(array)``: a new node holding ``array`` (no copy, no graph), for outputs;
+* ``node._new_constant(value)``: a number or array as a constant node beside this one.
+
+Fast paths: a Function may also define ``fast_forward`` (and ``fast_backward``), a tuned form of
+the same computation. The plain ``forward``/``backward`` are what the lessons derive and what
+the exercise tests grade; the fast ones run only while ``backend.fast_paths_enabled()``
+(``tl.fast_paths(False)`` switches them off) and are gradient-checked against the plain ones.
 """
 
 from __future__ import annotations
@@ -50,11 +66,20 @@ def enable_grad():
         _grad_enabled = previous
 
 
+class Node:
+    """A node of the graph: what autograd needs of a tensor (see the module docstring)."""
+
+    __slots__ = ()
+
+
 class Function:
     """Base class of every differentiable operation (see the module docstring)."""
 
     inputs: tuple = ()
     needs_grad: tuple = ()
+    fast_forward = None  # optional tuned forms, used while backend.fast_paths_enabled()
+    fast_backward = None
+    ran_fast = False  # whether __call__ chose fast_forward (backward then uses fast_backward)
 
     def forward(self, *xs):
         raise NotImplementedError
@@ -63,23 +88,25 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
-        Tensor = _Tensor or _load_tensor()
         tensors = inputs
         for t in inputs:
-            if not isinstance(t, Tensor):  # a constant (0.5, an array): wrap them all
-                tensors = _wrap_constants(inputs, Tensor)
+            if not isinstance(t, Node):  # a constant (0.5, an array): wrap it beside a tensor
+                tensors = _wrap_constants(self, inputs)
                 break
-        if backend._cupy is not None:
+        if backend.cupy_loaded():
             _check_same_device(self, tensors)
-        y = self.forward(*[t.data for t in tensors])
+        forward = self.forward
+        if self.fast_forward is not None and backend.fast_paths_enabled():
+            forward, self.ran_fast = self.fast_forward, True
+        y = forward(*[t.data for t in tensors])
         if isinstance(y, backend.np.generic):  # NumPy reductions return scalars: keep arrays
             y = backend.np.asarray(y)
-        out = Tensor(y, _raw=True)
+        out = tensors[0]._new(y)
         if _grad_enabled:
             needs = tuple([t.requires_grad for t in tensors])
             if True in needs:
                 out.requires_grad = True
-                out._ctx = self
+                out.grad_fn = self
                 self.inputs = tensors
                 self.needs_grad = needs
         return out
@@ -88,22 +115,13 @@ class Function:
         return f"<{type(self).__name__}>"
 
 
-_Tensor = None  # tinyllm.tensor.Tensor, bound on first use: tensor.py imports this module
-
-
-def _load_tensor():
-    global _Tensor
-    from tinyllm.tensor import Tensor
-
-    _Tensor = Tensor
-    return Tensor
-
-
-def _wrap_constants(inputs, Tensor) -> list:
-    from tinyllm.tensor import as_tensor_like
-
-    first = next((t for t in inputs if isinstance(t, Tensor)), None)
-    return [t if isinstance(t, Tensor) else as_tensor_like(t, first) for t in inputs]
+def _wrap_constants(fn, inputs) -> list:
+    like = next((t for t in inputs if isinstance(t, Node)), None)
+    if like is None:
+        kinds = ", ".join(type(t).__name__ for t in inputs)
+        raise TypeError(f"{type(fn).__name__} needs at least one tensor among its inputs, got "
+                        f"({kinds}); make one with tl.tensor(...)")
+    return [t if isinstance(t, Node) else like._new_constant(t) for t in inputs]
 
 
 def _check_same_device(fn, tensors) -> None:
@@ -114,6 +132,23 @@ def _check_same_device(fn, tensors) -> None:
             f"{type(fn).__name__} got tensors on different devices ({shapes}); "
             "move them to one device first with .to('cpu') or .to('cuda')"
         )
+
+
+def operand_data(x, device: str, what: str):
+    """The backend array of a data operand ``x`` (ids, targets, a mask, an index, the other side
+    of a comparison) of an operation that runs on ``device``.
+
+    tinyllm's one rule for mixing devices, the same as every Function call's: raw data (Python
+    numbers and lists, NumPy or CuPy arrays) is moved to ``device`` (NumPy in at the edges); a
+    tensor must be there already, and one on another device is refused, as in PyTorch.
+    """
+    if isinstance(x, Node):
+        if x.device != device:
+            raise RuntimeError(
+                f"{what} is a tensor on {x.device} (shape {x.shape}) but the operation runs on "
+                f"{device}; move it first with .to({device!r}) (NumPy arrays are moved for you)")
+        return x.data
+    return backend.as_array(x, device=device)
 
 
 def topological_order(root) -> list:
@@ -134,8 +169,8 @@ def topological_order(root) -> list:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
-            for parent in node._ctx.inputs:
+        if node.grad_fn is not None:
+            for parent in node.grad_fn.inputs:
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     # END SOLUTION
@@ -166,35 +201,42 @@ def run_backward(root, seed) -> None:
     Leaves (tensors made by the user, such as parameters) accumulate into ``.grad`` across calls;
     intermediate gradients live only while needed. Each Function's references to its inputs and
     saved arrays are dropped as soon as it has run, so the graph's memory is freed during the
-    walk and a second ``backward`` through the same graph is an error.
+    walk and a second ``backward`` through the same graph is an error. A gradient takes the
+    dtype of the tensor it flows to (a float32 leaf used in a float64 expression gets a float32
+    gradient, as in PyTorch).
     """
     order = topological_order(root)
     grads, owned = {id(root): seed}, set()
     for node in reversed(order):
         g = grads.pop(id(node), None)
-        ctx = node._ctx
-        if ctx is None:  # a leaf: keep its gradient
+        fn = node.grad_fn
+        if fn is None:  # a leaf: keep its gradient
             if g is not None:
                 _accumulate_leaf(node, g)
             continue
         if node._retain_grad and g is not None:
             _accumulate_leaf(node, g)
-        if ctx is _FREED:
+        if fn is _FREED:
             raise RuntimeError(
                 "backward() reached a part of the graph that an earlier backward() already "
                 "freed; run the forward pass again before calling backward() a second time"
             )
         if g is None:
             continue
-        input_grads = ctx.backward(g)
-        for parent, gp in zip(ctx.inputs, input_grads):
+        if fn.ran_fast and fn.fast_backward is not None:
+            input_grads = fn.fast_backward(g)
+        else:
+            input_grads = fn.backward(g)
+        for parent, gp in zip(fn.inputs, input_grads):
             if gp is not None and parent.requires_grad:
+                if gp.dtype != parent.data.dtype:  # the graph promoted (float32 * float64)
+                    gp = gp.astype(parent.data.dtype)
                 accumulate(grads, owned, id(parent), gp)
                 if isinstance(grads[id(parent)], backend.np.generic):  # 0-d math gives NumPy
                     # scalars, on which a later `+=` would rebind instead of adding in place
                     grads[id(parent)] = backend.np.asarray(grads[id(parent)])
-        ctx.inputs = None  # free the graph as we go
-        node._ctx = _FREED
+        fn.inputs = None  # free the graph as we go
+        node.grad_fn = _FREED
 
 
 def _accumulate_leaf(t, g) -> None:

@@ -11,6 +11,7 @@ for the few host-side conversions (``Tensor.numpy()``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -20,33 +21,58 @@ import numpy as np
 __all__ = [
     "np", "get_array_module", "get_device", "as_array", "to_device", "cupy_or_error",
     "set_default_device", "get_default_device", "manual_seed", "rng", "is_float", "scatter_add",
-    "dropout_mask", "cupy_loaded",
+    "dropout_mask", "cupy_loaded", "tune_malloc", "fast_paths", "fast_paths_enabled",
 ]
 
 _cupy = None
 _default_device = "cpu"
 
 
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks instead of returning them to the OS.
+def tune_malloc() -> bool:
+    """Ask glibc to keep freed blocks instead of returning them to the OS; True if it did.
 
     A training step frees and re-allocates the same few megabytes of activations every step;
     with glibc's defaults large blocks are ``mmap``-ed and handed back, so every step pays
     thousands of page faults for fresh zeroed pages. Raising the mmap and trim thresholds keeps
-    them in the heap (measured in ``tinyllm bench``). Set ``TINYLLM_MALLOPT=0`` to turn it off.
+    them in the heap (measured in ``tinyllm bench --suite malloc``). It changes the whole
+    process, so the programs that train call it (the trainer, the ``tinyllm`` command, the
+    bench), not ``import tinyllm``. ``TINYLLM_MALLOPT=0`` turns it off.
     """
     if os.environ.get("TINYLLM_MALLOPT", "1") == "0" or not sys.platform.startswith("linux"):
-        return
+        return False
     try:
         libc = ctypes.CDLL("libc.so.6")
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
         libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
         libc.mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        pass
+        return False
+    return True
 
 
-_keep_freed_memory()
+_fast_paths = os.environ.get("TINYLLM_FAST_PATHS", "1") != "0"
+
+
+def fast_paths_enabled() -> bool:
+    """Whether Functions may run their tuned ``fast_forward`` instead of the plain ``forward``
+    (``tinyllm.autograd``); ``TINYLLM_FAST_PATHS=0`` or ``tl.fast_paths(False)`` turn them off."""
+    return _fast_paths
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool = True):
+    """``with tl.fast_paths(False):`` runs every Function's plain, lesson form (grading does)."""
+    global _fast_paths
+    previous, _fast_paths = _fast_paths, bool(enabled)
+    try:
+        yield
+    finally:
+        _fast_paths = previous
+
+
+def cupy_loaded() -> bool:
+    """True once CuPy (or the test suite's stand-in for it) has been loaded for a GPU device."""
+    return _cupy is not None
 
 
 def cupy_or_error():
@@ -73,11 +99,6 @@ def cupy_or_error():
         raise RuntimeError("device 'cuda' needs an NVIDIA GPU and none was found; use device='cpu'.")
     _cupy = cupy
     return cupy
-
-
-def cupy_loaded() -> bool:
-    """Whether CuPy (or the test suite's fake of it) has been loaded for a 'cuda' device."""
-    return _cupy is not None
 
 
 def get_array_module(*arrays):

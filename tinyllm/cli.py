@@ -309,6 +309,9 @@ def guarded(fn, debug: bool = False) -> int:
 
 
 def main(argv=None) -> int:
+    from tinyllm.backend import tune_malloc
+
+    tune_malloc()  # glibc keeps freed activations (TINYLLM_MALLOPT=0: off)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = bool(argv) and argv[0] == "--debug"
     if debug:

@@ -6,21 +6,25 @@ intermediate graph, and is numerically safer (softmax subtracts the row maximum,
 never forms log(0)). The tests check each against its composed form and finite differences.
 
 Shapes: ``B`` batch, ``T`` query positions, ``S`` key positions, ``C`` channels, ``V`` vocabulary.
+
+The functions take tensors (anything built on ``autograd.Node``); this module sits above
+``tinyllm.tensor`` (whose ``softmax``/``log_softmax`` methods call it), so it never imports the
+Tensor class. GELU, SiLU and leaky ReLU live in ``tinyllm.activations``, attention in
+``tinyllm.attention``; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-
-from tinyllm import backend, ops
-from tinyllm.autograd import Function
+from tinyllm import backend, ops, shape_ops
+from tinyllm.activations import erf, gelu, leaky_relu, silu
+from tinyllm.attention import ScaledDotProductAttention, causal_mask, scaled_dot_product_attention
+from tinyllm.autograd import Function, Node, operand_data
 from tinyllm.backend import get_array_module
-from tinyllm.tensor import Tensor, operand_data
 
 __all__ = [
-    "linear", "relu", "gelu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
-    "layer_norm", "embedding", "dropout", "scaled_dot_product_attention", "causal_mask", "erf",
-    "ScaledDotProductAttention",
+    "linear", "relu", "gelu", "tanh", "sigmoid", "silu", "leaky_relu", "softmax", "log_softmax",
+    "cross_entropy", "mse_loss", "layer_norm", "embedding", "dropout", "pad",
+    "scaled_dot_product_attention", "causal_mask", "erf", "ScaledDotProductAttention",
 ]
 
 
@@ -55,123 +59,22 @@ class Linear(Function):
         return gx, gw, gb
 
 
-def linear(x, weight, bias=None) -> Tensor:
+def linear(x, weight, bias=None):
     """Affine map ``x @ weight.T + bias``; x (..., in), weight (out, in) -> (..., out)."""
     return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
 
 
 # ---------------------------------------------------------------------------- activations
-def relu(x) -> Tensor:
+def relu(x):
     return ops.ReLU()(x)
 
 
-def tanh(x) -> Tensor:
+def tanh(x):
     return ops.Tanh()(x)
 
 
-def sigmoid(x) -> Tensor:
+def sigmoid(x):
     return ops.Sigmoid()(x)
-
-
-_ERF_P = 0.3275911
-_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
-
-
-def _erf_and_gauss(z):
-    """erf(z) and exp(-z^2), to within 1.5e-7 (Abramowitz & Stegun 7.1.26).
-
-    NumPy has no erf. The formula erf(|z|) = 1 - t(a1 + t(a2 + ...)) e^{-z^2} with
-    t = 1 / (1 + p|z|) is accurate to float32 precision; ``copysign`` restores the sign
-    (much faster than ``where``).
-    """
-    xp = get_array_module(z)
-    a1, a2, a3, a4, a5 = _ERF_A
-    t = xp.abs(z)
-    t *= _ERF_P
-    t += 1
-    xp.reciprocal(t, out=t)
-    gauss = z * z
-    xp.negative(gauss, out=gauss)
-    xp.exp(gauss, out=gauss)
-    poly = t * a5  # Horner's rule, in place: each step one multiply and one add
-    for a in (a4, a3, a2):
-        poly += a
-        poly *= t
-    poly += a1
-    poly *= t
-    poly *= gauss
-    xp.subtract(1, poly, out=poly)
-    return xp.copysign(poly, z, out=poly), gauss
-
-
-def erf(x):
-    """The error function on a backend array (no gradient)."""
-    return _erf_and_gauss(x)[0]
-
-
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
-
-
-class GELU(Function):
-    """GELU(x) = x Phi(x) with Phi the standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2.
-
-    d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). ``approximate="tanh"`` is
-    GPT-2's 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-    """
-
-    def __init__(self, approximate="none"):
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"gelu approximate must be 'none' or 'tanh', not {approximate!r}")
-        self.approximate = approximate
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        self.x = x
-        if self.approximate == "tanh":
-            t = x * x  # in place from here on: GELU runs on the widest activations (B, T, 4C)
-            t *= 0.044715
-            t += 1
-            t *= x
-            t *= _SQRT_2_OVER_PI
-            self.t = xp.tanh(t, out=t)
-            y = t + 1
-            y *= x
-            y *= 0.5
-            return y
-        e, gauss = _erf_and_gauss(x * (1 / math.sqrt(2)))
-        e += 1
-        e *= 0.5
-        self.cdf = e
-        gauss *= _INV_SQRT_2PI
-        self.pdf = gauss  # exp(-x^2/2) / sqrt(2 pi)
-        return x * self.cdf
-
-    def backward(self, gy):
-        x = self.x
-        xp = get_array_module(x)
-        if self.approximate == "tanh":
-            t = self.t
-            d = x * x  # d/dx of the tanh argument: sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-            d *= 3 * 0.044715 * _SQRT_2_OVER_PI
-            d += _SQRT_2_OVER_PI
-            one_minus_t2 = t * t
-            xp.subtract(1, one_minus_t2, out=one_minus_t2)
-            d *= one_minus_t2
-            d *= x
-            d += t
-            d += 1
-            d *= 0.5
-        else:
-            d = x * self.pdf
-            d += self.cdf
-        d *= gy
-        return (d,)
-
-
-def gelu(x, approximate: str = "none") -> Tensor:
-    """Gaussian error linear unit; ``approximate`` is ``"none"`` (exact, erf) or ``"tanh"``."""
-    return GELU(approximate)(x)
 
 
 # ---------------------------------------------------------------------------- softmax family
@@ -182,21 +85,23 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        xp = get_array_module(x)
-        y = x - x.max(axis=self.axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=self.axis, keepdims=True)
-        self.y = y
-        return y
+        e = get_array_module(x).exp(x - x.max(axis=self.axis, keepdims=True))
+        self.y = e / e.sum(axis=self.axis, keepdims=True)
+        return self.y
 
     def backward(self, gy):
         y = self.y
         return (y * (gy - (gy * y).sum(axis=self.axis, keepdims=True)),)
 
 
-def softmax(x, axis: int = -1, *, dim=None) -> Tensor:
-    """Softmax along ``axis`` (numerically stable)."""
-    return Softmax(_dim(axis, dim))(x)
+def softmax(x, axis: int = -1, *, dim=None):
+    """Softmax along ``axis`` (numerically stable); integers are turned into float32 first."""
+    return Softmax(_dim(axis, dim))(_float_node(x))
+
+
+def _float_node(x):
+    """An integer tensor as float32 (PyTorch's promotion for a fractional result)."""
+    return x if backend.is_float(x.dtype) else x.to(dtype="float32")
 
 
 class LogSoftmax(Function):
@@ -221,9 +126,9 @@ class LogSoftmax(Function):
         # END SOLUTION
 
 
-def log_softmax(x, axis: int = -1, *, dim=None) -> Tensor:
+def log_softmax(x, axis: int = -1, *, dim=None):
     """log(softmax(x)) along ``axis``, computed stably (never log of 0 for finite logits)."""
-    return LogSoftmax(_dim(axis, dim))(x)
+    return LogSoftmax(_dim(axis, dim))(_float_node(x))
 
 
 class CrossEntropy(Function):
@@ -272,7 +177,7 @@ class CrossEntropy(Function):
         return g, None
 
 
-def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):
     """Cross-entropy between ``logits`` (..., V) and integer ``targets`` (...), fused with log-softmax.
 
     The class axis is the last one: (B, T, V) logits go with (B, T) targets. Targets equal to
@@ -281,10 +186,12 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    device = backend.get_device(logits.data if isinstance(logits, Tensor) else logits)
-    what = "cross_entropy's targets"  # host targets are checked on the host, then moved
-    t = (operand_data(targets, device, what) if isinstance(targets, Tensor)
-         else backend.as_array(targets, device=backend.get_device(targets)))
+    if not isinstance(logits, Node):
+        raise TypeError(f"cross_entropy: logits must be a tensor, got {type(logits).__name__} "
+                        "(wrap them with tl.tensor)")
+    device, what = logits.device, "cross_entropy's targets"
+    t = (operand_data(targets, device, what) if isinstance(targets, Node)  # host targets are
+         else backend.as_array(targets, device=backend.get_device(targets)))  # checked there
     lshape = tuple(logits.shape)
     if lshape[:-1] != tuple(t.shape):
         raise ValueError(f"cross_entropy: logits of shape {lshape} need targets of shape "
@@ -298,10 +205,22 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
         bad = int(counted.max()) if int(counted.max()) >= v else int(counted.min())
         raise ValueError(f"cross_entropy: target id {bad} is outside [0, {v}) for logits with "
                          f"{v} classes (use ignore_index={ignore_index} for positions to skip)")
-    x = logits if isinstance(logits, Tensor) else Tensor(logits)
-    t = operand_data(t, device, what)
-    out = CrossEntropy(ignore_index, reduction)(x.reshape(-1, v), Tensor(t, _raw=True))
+    t = operand_data(t, device, what)  # then moved beside the logits
+    out = CrossEntropy(ignore_index, reduction)(logits.reshape(-1, v), t)  # t: a constant
     return out.reshape(lshape[:-1]) if reduction == "none" else out
+
+
+def mse_loss(input, target, reduction: str = "mean"):
+    """Mean (or sum, or each) of (input - target)^2. The shapes must be equal: PyTorch only
+    warns when they broadcast, which is nearly always a mistake (a (N, 1) beside a (N,))."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"mse_loss: input of shape {tuple(input.shape)} and target of shape "
+                         f"{tuple(target.shape)} differ; reshape one so that they match")
+    d = input - target
+    sq = d * d
+    return sq if reduction == "none" else sq.sum() if reduction == "sum" else sq.mean()
 
 
 # ---------------------------------------------------------------------------- normalisation
@@ -317,11 +236,24 @@ class LayerNorm(Function):
 
     def forward(self, x, w, b):
         xp = get_array_module(x)
+        mean = x.mean(axis=-1, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1 / xp.sqrt(var + self.eps)
+        xhat = xc * rstd
+        self.xhat, self.rstd, self.w = xhat, rstd, w
+        return xhat * w + b
+
+    def fast_forward(self, x, w, b):
+        """The same in fewer passes: the variance as row dot products (einsum, no squared
+        temporary), sums instead of x.mean (whose Python wrapper costs more than the arithmetic
+        when decoding one token at a time), and in place."""
+        xp = get_array_module(x)
         c = x.shape[-1]
-        mean = x.sum(axis=-1, keepdims=True)  # sum / C: x.mean's Python wrapper costs more than
-        mean *= 1 / c                          # the arithmetic when decoding one token at a time
+        mean = x.sum(axis=-1, keepdims=True)
+        mean *= 1 / c
         xhat = x - mean
-        var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]  # row dot products, no temporary
+        var = xp.einsum("...i,...i->...", xhat, xhat)[..., None]
         var *= 1 / c
         var += self.eps
         rstd = xp.sqrt(var, out=var)
@@ -350,7 +282,7 @@ class LayerNorm(Function):
         return gx, gw, gb
 
 
-def layer_norm(x, weight, bias, eps: float = 1e-5) -> Tensor:
+def layer_norm(x, weight, bias, eps: float = 1e-5):
     """Layer normalisation over the last axis: x (..., C), weight and bias (C,)."""
     c = x.shape[-1]
     if tuple(weight.shape) != (c,) or tuple(bias.shape) != (c,):
@@ -379,10 +311,10 @@ class Embedding(Function):
         return (gw,)
 
 
-def embedding(ids, weight) -> Tensor:
+def embedding(ids, weight):
     """Look up rows of ``weight`` (V, C) for integer ``ids`` of any shape -> (*ids.shape, C)."""
     what = "embedding's ids"  # host ids are checked on the host, then moved
-    i = (operand_data(ids, weight.device, what) if isinstance(ids, Tensor)
+    i = (operand_data(ids, weight.device, what) if isinstance(ids, Node)
          else backend.as_array(ids, device=backend.get_device(ids)))
     if backend.is_float(i.dtype):
         raise TypeError(f"embedding ids must be integers, got {i.dtype}")
@@ -406,7 +338,7 @@ class Dropout(Function):
         return (gy * self.mask,)
 
 
-def dropout(x, p: float = 0.1, training: bool = True) -> Tensor:
+def dropout(x, p: float = 0.1, training: bool = True):
     """Zero each entry with probability ``p`` and scale the rest by 1/(1-p); identity in eval."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
@@ -415,9 +347,16 @@ def dropout(x, p: float = 0.1, training: bool = True) -> Tensor:
     return Dropout(p)(x)
 
 
-# attention lives in its own module (the course's central idea); F re-exports it
-from tinyllm.attention import (  # noqa: E402
-    ScaledDotProductAttention,
-    causal_mask,
-    scaled_dot_product_attention,
-)
+# ---------------------------------------------------------------------------- padding
+def pad(x, pad, mode: str = "constant", value: float = 0.0):
+    """Pad with ``value``. ``pad`` lists (before, after) pairs from the last axis backwards, as
+    PyTorch's ``F.pad``: ``(1, 2)`` pads the last axis, ``(1, 2, 0, 3)`` also the one before."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad mode {mode!r}: only 'constant' is implemented")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim or min(pad, default=0) < 0:
+        raise ValueError(f"pad {pad} for a tensor of shape {tuple(x.shape)}: give non-negative "
+                         f"(before, after) pairs, at most one per axis ({x.ndim})")
+    pairs = [(pad[i], pad[i + 1]) for i in range(0, len(pad), 2)][::-1]  # first axis first
+    widths = [(0, 0)] * (x.ndim - len(pairs)) + pairs
+    return shape_ops.Pad(widths, value)(x)

@@ -7,6 +7,10 @@ For each input x and each element i, the numerical derivative of L = sum(fn(*inp
 
 with an error of order eps^2. Run it in float64: in float32 the rounding error of L swamps
 the difference for any useful eps.
+
+``gradcheck`` differentiates and perturbs its own copies of the inputs, so a function that
+closes over the array an input was made from (or a tensor sharing memory with it, as
+``tl.from_numpy`` makes) sees the values it expects, and the caller's tensors are never written.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import contextlib
 
 from tinyllm.backend import get_array_module, np
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor, tensor
 
 
 class GradcheckError(AssertionError):
@@ -56,7 +60,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, raise_excepti
     raises ``GradcheckError`` naming the input, the element index, the analytic and the numeric
     value (or returns False with ``raise_exception=False``).
     """
-    tensors = [x if isinstance(x, Tensor) else Tensor(x, requires_grad=True) for x in inputs]
+    tensors = [_own_copy(x) for x in inputs]
     for i, t in enumerate(tensors):
         if t.requires_grad and t.dtype != np.float64:
             raise TypeError(f"gradcheck input {i} is {t.dtype}: use float64 tensors "
@@ -64,9 +68,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, raise_excepti
     out = fn(*tensors)
     xp = get_array_module(out.data)
     weight = xp.asarray(np.random.default_rng(seed).standard_normal(out.shape))
-    for t in tensors:
-        t.grad = None
-    out.backward(Tensor(weight.astype(out.dtype)))
+    out.backward(as_tensor(weight.astype(out.dtype)))
     for i, t in enumerate(tensors):
         if not t.requires_grad:
             continue
@@ -82,3 +84,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, raise_excepti
                 raise GradcheckError(msg)
             return False
     return True
+
+
+def _own_copy(x) -> Tensor:
+    """A fresh leaf holding a copy of ``x``; a plain array becomes an input that requires grad."""
+    return tensor(x, requires_grad=x.requires_grad if isinstance(x, Tensor) else True)

@@ -7,6 +7,14 @@ receives ``gy`` = dL/d(output) and returns one gradient per input (``None`` wher
 
 Binary operations broadcast like NumPy; their backward passes undo the broadcast with
 ``unbroadcast`` (a gradient flowing to a smaller operand is summed over the broadcast axes).
+
+dtypes follow PyTorch's promotion: an integer operand beside a float one takes the float's dtype
+(``int64 * float32`` is float32, where NumPy would give float64), and an operation whose result
+is fractional (``/``, ``exp``, ``log``, ``sqrt``, ``tanh``, ``sigmoid``, a fractional power)
+turns integer input into float32, the default float dtype.
+
+This file holds the primitives lessons 02 and 03 build (their exercises live here);
+``elementwise``, ``reductions`` and ``shape_ops`` hold the others.
 """
 
 from __future__ import annotations
@@ -35,6 +43,21 @@ def unbroadcast(g, shape):
     # END SOLUTION
 
 
+def to_float(x):
+    """Integer or boolean input as float32 (the default float dtype); float input unchanged."""
+    return x if x.dtype.kind == "f" else x.astype("float32")
+
+
+def promote(a, b):
+    """An integer or boolean operand beside a float one takes the float's dtype (PyTorch)."""
+    if a.dtype != b.dtype:
+        if a.dtype.kind == "f" and b.dtype.kind != "f":
+            return a, b.astype(a.dtype)
+        if b.dtype.kind == "f" and a.dtype.kind != "f":
+            return a.astype(b.dtype), b
+    return a, b
+
+
 def _broadcast_error(name, a, b):
     return ValueError(
         f"cannot {name} tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}: they do not "
@@ -45,6 +68,7 @@ def _broadcast_error(name, a, b):
 # ---------------------------------------------------------------------------- arithmetic
 class Add(Function):
     def forward(self, a, b):
+        a, b = promote(a, b)
         self.shapes = a.shape, b.shape
         try:
             return a + b
@@ -59,6 +83,7 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
+        a, b = promote(a, b)
         self.shapes = a.shape, b.shape
         try:
             return a - b
@@ -73,6 +98,7 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
+        a, b = promote(a, b)
         self.a, self.b = a, b
         try:
             return a * b
@@ -92,7 +118,10 @@ class Mul(Function):
 
 
 class Div(Function):
+    """True division: integers divided by integers give float32 (as in PyTorch)."""
+
     def forward(self, a, b):
+        a, b = promote(to_float(a), b)
         self.a, self.b = a, b
         try:
             return a / b
@@ -121,22 +150,32 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """x ** p for a constant exponent p."""
+    """x ** p for a constant exponent p (a Python number).
 
-    def __init__(self, p: float):
-        self.p = p
+    An integer tensor to a fractional power (``p`` a float) is computed in float32, as in
+    PyTorch; to an integer power it stays integer (a negative integer power is an error).
+    """
+
+    def __init__(self, p):
+        # a Python number: NumPy keeps float32 ** 1.5 float32 (a NumPy float64 would promote)
+        self.p = p.item() if hasattr(p, "item") else p
 
     def forward(self, x):
+        if x.dtype.kind != "f":
+            if isinstance(self.p, float):
+                x = to_float(x)
+            elif self.p < 0:
+                raise ValueError(f"an integer tensor ({x.dtype}) cannot be raised to the negative "
+                                 f"integer power {self.p}; use a float exponent ({self.p}.0)")
         self.x = x
-        p = self.p
-        return x * x if p == 2.0 else x ** x.dtype.type(p)
+        return x ** self.p
 
     def backward(self, gy):
         x, p = self.x, self.p
+        if p == 0:  # x ** 0 = 1 everywhere: the gradient is 0, also at x = 0 (not 0 * inf)
+            return (get_array_module(gy).zeros_like(gy),)
         # BEGIN SOLUTION
-        if p == 2.0:
-            return (gy * 2 * x,)
-        return (gy * p * x ** x.dtype.type(p - 1),)
+        return (gy * p * x ** (p - 1),)
         # END SOLUTION
 
 
@@ -155,7 +194,7 @@ class Cast(Function):
 # ---------------------------------------------------------------------------- elementwise
 class Exp(Function):
     def forward(self, x):
-        self.y = get_array_module(x).exp(x)
+        self.y = get_array_module(x).exp(to_float(x))
         return self.y
 
     def backward(self, gy):
@@ -166,7 +205,7 @@ class Exp(Function):
 
 class Log(Function):
     def forward(self, x):
-        self.x = x
+        self.x = x = to_float(x)
         return get_array_module(x).log(x)
 
     def backward(self, gy):
@@ -177,7 +216,7 @@ class Log(Function):
 
 class Sqrt(Function):
     def forward(self, x):
-        self.y = get_array_module(x).sqrt(x)
+        self.y = get_array_module(x).sqrt(to_float(x))
         return self.y
 
     def backward(self, gy):
@@ -186,7 +225,7 @@ class Sqrt(Function):
 
 class Tanh(Function):
     def forward(self, x):
-        self.y = get_array_module(x).tanh(x)
+        self.y = get_array_module(x).tanh(to_float(x))
         return self.y
 
     def backward(self, gy):
@@ -198,7 +237,8 @@ class Tanh(Function):
 class Sigmoid(Function):
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = 0.5 * (xp.tanh(0.5 * x) + 1)  # stable for large |x|
+        x = to_float(x)
+        self.y = 0.5 * (xp.tanh(0.5 * x) + 1)  # = 1 / (1 + exp(-x)), without overflow in exp
         return self.y
 
     def backward(self, gy):
@@ -245,7 +285,7 @@ class MatMul(Function):
                 f"left operand, {ka}, must equal the {'second-to-last' if b.ndim > 1 else 'only'} "
                 f"axis of the right one, {kb})"
             )
-        self.a, self.b = a, b
+        self.a, self.b = a, b = promote(a, b)
         try:
             return a @ b
         except ValueError:
@@ -272,7 +312,9 @@ class MatMul(Function):
 
 # ---------------------------------------------------------------------------- reductions
 def _norm_axes(axis, ndim):
-    if axis is None:
+    """The reduced axes as non-negative ints. ``None`` and an empty tuple mean every axis (the
+    empty tuple as in PyTorch, where NumPy would reduce nothing)."""
+    if axis is None or (not isinstance(axis, int) and len(axis) == 0):
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
@@ -281,6 +323,8 @@ def _norm_axes(axis, ndim):
             raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
         if ndim:  # a 0-d tensor accepts axis 0 / -1 (as PyTorch does) and reduces nothing
             out.append(ax % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {axis} names an axis twice")
     return tuple(out)
 
 
@@ -293,6 +337,8 @@ def _expand_reduced(gy, shape, axes, keepdims):
 
 
 class Sum(Function):
+    """Sum over ``axis`` (None or () = all axes); integers and booleans sum to int64."""
+
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
 
@@ -309,13 +355,15 @@ class Sum(Function):
 
 
 class Mean(Function):
+    """Mean over ``axis``; integer input gives a float32 mean (PyTorch refuses integers)."""
+
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
         self.shape = x.shape
         self.axes = _norm_axes(self.axis, x.ndim)
-        return x.mean(axis=self.axes, keepdims=self.keepdims)
+        return to_float(x).mean(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
         n = 1
@@ -325,25 +373,3 @@ class Mean(Function):
         g = _expand_reduced(gy, self.shape, self.axes, self.keepdims) / n
         return (get_array_module(g).broadcast_to(g, self.shape),)
         # END SOLUTION
-
-
-class Max(Function):
-    """Maximum over axes; the gradient goes to the maximal entries (split evenly between ties)."""
-
-    def __init__(self, axis=None, keepdims=False):
-        self.axis, self.keepdims = axis, keepdims
-
-    def forward(self, x):
-        if x.size == 0:
-            raise ValueError(f"max of an empty tensor (shape {tuple(x.shape)})")
-        self.x = x
-        self.axes = _norm_axes(self.axis, x.ndim)
-        self.y = x.max(axis=self.axes, keepdims=True)
-        return self.y if self.keepdims else self.y.reshape(
-            [n for i, n in enumerate(x.shape) if i not in self.axes])
-
-    def backward(self, gy):
-        g = _expand_reduced(gy, self.x.shape, self.axes, self.keepdims)
-        hit = self.x == self.y
-        count = hit.sum(axis=self.axes, keepdims=True)
-        return (hit * (g / count).astype(self.x.dtype),)

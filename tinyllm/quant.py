@@ -29,13 +29,8 @@ from tinyllm import functional as F
 from tinyllm.backend import get_array_module
 from tinyllm.nn.layers import Embedding, Linear
 from tinyllm.nn.module import Module, Parameter
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
-try:
-    from tinyllm.tensor import as_tensor
-except ImportError:  # pragma: no cover - before tl.as_tensor existed
-    def as_tensor(array):
-        return Tensor(array, _raw=True)
 
 __all__ = ["absmax_quantize", "absmax_dequantize", "groupwise_quantize", "groupwise_dequantize",
            "pack_int4", "unpack_int4", "int8_matmul", "QuantizedLinear", "QuantizedEmbedding",

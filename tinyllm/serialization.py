@@ -187,35 +187,44 @@ def _read_header(f, path, file_size):
         fail(f"__metadata__ must be an object of string -> string, got {metadata!r}")
 
     buffer_len = file_size - 8 - n
-    entries = []
-    for key, info in header.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            fail(f"tensor {key!r}: the entry must be an object with exactly 'dtype', 'shape' and "
-                 f"'data_offsets', got {info!r}")
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
-            fail(f"tensor {key!r}: unknown or unsupported dtype {dtype!r} "
-                 f"(tinyllm reads {', '.join(DTYPES)})")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
-            fail(f"tensor {key!r}: shape must be a list of non-negative integers, got {shape!r}")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(_is_uint(o) for o in offsets)):
-            fail(f"tensor {key!r}: data_offsets must be [begin, end] non-negative integers, "
-                 f"got {offsets!r}")
-        begin, end = offsets
-        if begin > end:
-            fail(f"tensor {key!r}: data_offsets out of order: begin {begin} > end {end}")
-        nbytes = int(np.prod(shape, dtype=object)) * DTYPES[dtype].itemsize
-        if end - begin != nbytes:
-            fail(f"tensor {key!r}: shape {shape} x {DTYPES[dtype].itemsize} bytes ({dtype}) = "
-                 f"{nbytes} bytes, but data_offsets {offsets} span {end - begin}")
-        if end > buffer_len:
-            fail(f"tensor {key!r}: data_offsets {offsets} reach beyond the data buffer "
-                 f"({buffer_len} bytes); the file is truncated or the header is wrong")
-        entries.append((key, dtype, tuple(shape), begin, end))
+    entries = [_check_entry(key, info, buffer_len, fail) for key, info in header.items()]
+    _check_tiling(entries, buffer_len, fail)
+    return entries, metadata, 8 + n
 
-    # The tensors must tile the buffer exactly: no overlap, no hole, nothing after the last.
-    entries.sort(key=lambda e: (e[3], e[4]))  # stable: header order among equal offsets
+
+def _check_entry(key, info, buffer_len, fail):
+    """One header entry -> (key, dtype, shape, begin, end), its bytes checked against its shape."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        fail(f"tensor {key!r}: the entry must be an object with exactly 'dtype', 'shape' and "
+             f"'data_offsets', got {info!r}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in DTYPES:
+        fail(f"tensor {key!r}: unknown or unsupported dtype {dtype!r} "
+             f"(tinyllm reads {', '.join(DTYPES)})")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        fail(f"tensor {key!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(_is_uint(o) for o in offsets)):
+        fail(f"tensor {key!r}: data_offsets must be [begin, end] non-negative integers, "
+             f"got {offsets!r}")
+    begin, end = offsets
+    if begin > end:
+        fail(f"tensor {key!r}: data_offsets out of order: begin {begin} > end {end}")
+    nbytes = int(np.prod(shape, dtype=object)) * DTYPES[dtype].itemsize
+    if end - begin != nbytes:
+        fail(f"tensor {key!r}: shape {shape} x {DTYPES[dtype].itemsize} bytes ({dtype}) = "
+             f"{nbytes} bytes, but data_offsets {offsets} span {end - begin}")
+    if end > buffer_len:
+        fail(f"tensor {key!r}: data_offsets {offsets} reach beyond the data buffer "
+             f"({buffer_len} bytes); the file is truncated or the header is wrong")
+    return key, dtype, tuple(shape), begin, end
+
+
+def _check_tiling(entries, buffer_len, fail):
+    """The tensors must tile the buffer exactly: no overlap, no hole, nothing after the last.
+
+    Sorts ``entries`` in place by offset (stable: header order among equal offsets)."""
+    entries.sort(key=lambda e: (e[3], e[4]))
     pos, prev = 0, None
     for key, _, _, begin, end in entries:
         if begin < pos:
@@ -228,7 +237,6 @@ def _read_header(f, path, file_size):
     if pos != buffer_len:
         fail(f"the data buffer is {buffer_len} bytes but the tensors use {pos}: "
              f"{buffer_len - pos} trailing bytes belong to no tensor")
-    return entries, metadata, 8 + n
 
 
 def _decode(raw, dtype: str, shape) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Operations that move elements without computing new values: reshape, transpose, indexing,
-concatenate, stack, where.
+concatenate, stack, where, expand, flip, roll, repeat, pad, gather, diagonal.
 
 Their backward passes move the gradient back the same way: reshape it back, transpose it back,
 scatter it back to where the elements came from (adding where an element was picked twice).
@@ -10,7 +10,7 @@ gradient per input.
 from __future__ import annotations
 
 from tinyllm import backend
-from tinyllm.autograd import Function
+from tinyllm.autograd import Function, Node, operand_data
 from tinyllm.backend import get_array_module, scatter_add
 from tinyllm.ops import unbroadcast
 
@@ -57,19 +57,52 @@ class Transpose(Function):
         # END SOLUTION
 
 
-def _unwrap_index(index):
-    from tinyllm.tensor import Tensor
-
-    if isinstance(index, Tensor):
+def unwrap_index(index):
+    """The index with tensors replaced by their arrays."""
+    if isinstance(index, Node):
         return index.data
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.data if isinstance(i, Node) else i for i in index)
     return index
 
 
+def _is_integer(i) -> bool:
+    """A Python or NumPy integer, or a 0-d integer array (not a bool)."""
+    if isinstance(i, bool):
+        return False
+    return isinstance(i, int) or (getattr(i, "ndim", None) == 0 and i.dtype.kind in "iu")
+
+
+def index_steps(index) -> list:
+    """The indices to apply one after the other for PyTorch's rule of mixed indexing.
+
+    Where an index mixes integers with arrays (``x[1, :, idx]``), NumPy treats the integers as
+    arrays too, and arrays separated by a slice put their axes first; PyTorch applies the
+    integers first (each removes its axis) and only then the arrays. tinyllm follows PyTorch:
+    ``x[1, :, idx]`` is ``x[1][:, idx]``. Any other index is one step, as NumPy has it.
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    basic = [i is None or i is Ellipsis or isinstance(i, slice) for i in items]
+    ints = [_is_integer(i) for i in items]
+    if not any(ints) or all(b or k for b, k in zip(basic, ints)):
+        return [index]
+    first, then = [], []
+    for i, is_basic, is_int in zip(items, basic, ints):
+        if is_int:  # removes its axis in the first step
+            first.append(i)
+        elif is_basic:  # None makes its axis in the first step; slices and ... are kept
+            first.append(i)
+            then.append(Ellipsis if i is Ellipsis else slice(None))
+        else:  # an array: a boolean one covers as many axes as it has dimensions
+            boolean = getattr(i, "dtype", None) is not None and i.dtype.kind == "b"
+            first.extend([slice(None)] * (i.ndim if boolean else 1))
+            then.append(i)
+    return [tuple(first), tuple(then)]
+
+
 def _index_on(index, device):
-    """The index with its arrays on ``device`` (host index arrays are moved, as every operand)."""
-    from tinyllm.tensor import operand_data
+    """The index with its arrays on ``device`` (host index arrays are moved, as every operand;
+    a tensor on another device is refused)."""
 
     def one(i):
         basic = i is None or i is Ellipsis or isinstance(i, (int, slice, backend.np.integer))
@@ -88,7 +121,7 @@ class GetItem(Function):
     """x[index] for ints, slices, None, Ellipsis and integer or boolean arrays."""
 
     def __init__(self, index):
-        self.index = index if backend.cupy_loaded() else _unwrap_index(index)
+        self.index = index if backend.cupy_loaded() else unwrap_index(index)
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype
@@ -179,3 +212,156 @@ class Copy(Function):
 
     def backward(self, gy):
         return (gy,)
+
+
+class Expand(Function):
+    """Broadcast to a larger ``shape`` (a view); the gradient sums over the copies."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        try:
+            return get_array_module(x).broadcast_to(x, self.shape)
+        except ValueError:
+            raise ValueError(f"cannot expand a tensor of shape {tuple(x.shape)} to {self.shape}: "
+                             "only axes of length 1 can grow (or new leading axes)") from None
+
+    def backward(self, gy):
+        return (unbroadcast(gy, self.in_shape),)
+
+
+class Flip(Function):
+    """Reverse the order of elements along ``axes``; the gradient is flipped back."""
+
+    def __init__(self, axes):
+        self.axes = tuple(axes)
+
+    def forward(self, x):
+        return get_array_module(x).flip(x, axis=self.axes)
+
+    def backward(self, gy):
+        return (get_array_module(gy).flip(gy, axis=self.axes),)
+
+
+class Roll(Function):
+    """Shift elements cyclically by ``shifts`` along ``axes`` (None: the flattened tensor);
+    the gradient is rolled back by the opposite shifts."""
+
+    def __init__(self, shifts, axes=None):
+        self.shifts, self.axes = shifts, axes
+
+    def forward(self, x):
+        return get_array_module(x).roll(x, self.shifts, axis=self.axes)
+
+    def backward(self, gy):
+        back = tuple(-s for s in self.shifts) if isinstance(self.shifts, tuple) else -self.shifts
+        return (get_array_module(gy).roll(gy, back, axis=self.axes),)
+
+
+class Repeat(Function):
+    """Tile the tensor ``reps[i]`` times along axis i (PyTorch's ``repeat``, NumPy's ``tile``).
+
+    With more reps than axes the tensor gets new leading axes of length 1 first. Each element
+    appears prod(reps) times, so its gradient is the sum over its copies: seen as
+    (r0, n0, r1, n1, ...), the gradient is summed over the r axes.
+    """
+
+    def __init__(self, reps):
+        self.reps = tuple(reps)
+
+    def forward(self, x):
+        if len(self.reps) < x.ndim:
+            raise ValueError(f"repeat needs at least one count per axis: {self.reps} for a tensor "
+                             f"of shape {tuple(x.shape)}")
+        self.in_shape = x.shape
+        self.padded = (1,) * (len(self.reps) - x.ndim) + tuple(x.shape)
+        return get_array_module(x).tile(x.reshape(self.padded), self.reps)
+
+    def backward(self, gy):
+        pairs = [n for r, s in zip(self.reps, self.padded) for n in (r, s)]
+        g = gy.reshape(pairs).sum(axis=tuple(range(0, len(pairs), 2)))
+        return (g.reshape(self.in_shape),)
+
+
+class Pad(Function):
+    """Constant padding. ``widths`` is one (before, after) pair per axis, first axis first; the
+    gradient is the part of the output gradient that covers the input."""
+
+    def __init__(self, widths, value=0.0):
+        self.widths, self.value = tuple(widths), value
+
+    def forward(self, x):
+        self.inner = tuple(slice(b, b + n) for (b, _), n in zip(self.widths, x.shape))
+        return get_array_module(x).pad(x, self.widths, constant_values=self.value)
+
+    def backward(self, gy):
+        return (gy[self.inner],)
+
+
+class Gather(Function):
+    """out[i][j][k] = x[index[i][j][k]][j][k] along ``axis`` 0 (likewise for the other axes), as
+    ``torch.gather``: ``index`` has x's number of axes, and on the other axes it may be shorter
+    (the leading part of x is used). The gradient scatter-adds back (an index used twice gets
+    both gradients)."""
+
+    def __init__(self, axis, index):
+        self.axis, self.index = axis, index
+
+    def forward(self, x):
+        index, ax = self.index, self.axis % max(x.ndim, 1)
+        if index.ndim != x.ndim or any(index.shape[d] > x.shape[d]
+                                       for d in range(x.ndim) if d != ax):
+            raise ValueError(f"gather: index of shape {tuple(index.shape)} does not fit a tensor "
+                             f"of shape {tuple(x.shape)} along axis {self.axis} (same number of "
+                             "axes, and no longer than the tensor on the other axes)")
+        if index.size and (int(index.min()) < 0 or int(index.max()) >= x.shape[ax]):
+            raise IndexError(f"gather: index values must be in [0, {x.shape[ax]}) along axis "
+                             f"{self.axis}, got [{int(index.min())}, {int(index.max())}]")
+        self.shape, self.dtype, self.ax = x.shape, x.dtype, ax
+        lead = tuple(slice(None) if d == ax else slice(0, n) for d, n in enumerate(index.shape))
+        return get_array_module(x).take_along_axis(x[lead], index, axis=ax)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        where = []
+        for d, n in enumerate(self.index.shape):  # the position of every output element
+            line = [1] * gy.ndim
+            line[d] = n
+            where.append(self.index if d == self.ax else xp.arange(n).reshape(line))
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        scatter_add(gx, tuple(where), gy)
+        return (gx,)
+
+
+class Diagonal(Function):
+    """The diagonal of the (axis1, axis2) planes as the last axis (``offset`` > 0 above the
+    main diagonal); the gradient is written back onto that diagonal of a zero tensor."""
+
+    def __init__(self, offset=0, axis1=0, axis2=1):
+        self.offset, self.axis1, self.axis2 = offset, axis1, axis2
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return get_array_module(x).diagonal(x, self.offset, self.axis1, self.axis2)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        planes = xp.moveaxis(gx, (self.axis1, self.axis2), (-2, -1))  # a view into gx
+        i = xp.arange(gy.shape[-1])
+        planes[..., i + max(-self.offset, 0), i + max(self.offset, 0)] = gy
+        return (gx,)
+
+
+
+def where(cond, a, b):
+    """``a`` where ``cond`` is True, else ``b`` (``tl.where``); gradients flow to the chosen side
+    only. ``cond`` is a boolean array or tensor; a host mask beside GPU data is moved there."""
+    like = a if isinstance(a, Node) else b
+    if isinstance(like, Node):  # a host mask is moved beside the data, a host tensor refused
+        c = operand_data(cond, like.device, "where's condition")
+    else:
+        c = cond.data if isinstance(cond, Node) else cond
+    return Where(c)(a, b)

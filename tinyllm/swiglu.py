@@ -5,7 +5,8 @@ of them passed through an activation that acts as a soft gate:
 
     SwiGLU(x) = W_down (silu(W_gate x) * (W_up x)),     silu(a) = a * sigmoid(a)
 
-(SiLU is also called Swish with beta = 1.) This file has the elementwise part,
+(SiLU is also called Swish with beta = 1; ``tinyllm.activations.SiLU``, re-exported here, is the
+activation alone.) This file has the elementwise part,
 ``swiglu(gate, up) = silu(gate) * up``, as one Function; the three projections are Linear layers
 (``tinyllm.nn.llama_layers.SwiGLUFeedForward``). With s = sigmoid(a):
 
@@ -17,6 +18,7 @@ Shapes: gate and up (..., F) -> (..., F).
 
 from __future__ import annotations
 
+from tinyllm.activations import SiLU, silu  # the activation itself (also F.silu)
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 
@@ -30,18 +32,6 @@ def _sigmoid(a):
     s += 1
     s *= a.dtype.type(0.5)
     return s
-
-
-class SiLU(Function):
-    """y = x * sigmoid(x);  dy/dx = s (1 + x (1 - s)) with s = sigmoid(x)."""
-
-    def forward(self, x):
-        self.x, self.s = x, _sigmoid(x)
-        return x * self.s
-
-    def backward(self, gy):
-        x, s = self.x, self.s
-        return (gy * s * (1 + x * (1 - s)),)
 
 
 class SwiGLU(Function):
@@ -67,11 +57,6 @@ class SwiGLU(Function):
             g_up = gy * gate * s
         # END SOLUTION
         return g_gate, g_up
-
-
-def silu(x):
-    """SiLU (Swish): x * sigmoid(x), elementwise."""
-    return SiLU()(x)
 
 
 def swiglu(gate, up):

@@ -1,31 +1,40 @@
-"""``Tensor``: an array (``.data``) plus what autograd needs (``.grad``, ``.requires_grad``, ``._ctx``).
+"""``Tensor``: an array (``.data``) plus what autograd needs (``.grad``, ``.requires_grad``,
+``.grad_fn``).
 
     x = tl.tensor([[1.0, 2.0]], requires_grad=True)
     y = (x * x).sum()
     y.backward()          # x.grad == 2 * x
 
-Operators and methods build ``Function`` objects from ``tinyllm.ops``; the arithmetic itself
-happens there, one Function per operation, forward and backward side by side.
+Operators and methods build ``Function`` objects from the modules above this one (``ops``,
+``elementwise``, ``reductions``, ``shape_ops``, ``functional``); the arithmetic itself happens
+there, one Function per operation, forward and backward side by side. ``Tensor`` implements
+the node protocol of ``tinyllm.autograd`` (which never imports this module).
+
+Semantics follow PyTorch; where they differ the method says so (``max``/``min`` with an axis
+return values only; ``var``/``std`` default to the population variance; ``size`` is a property).
+Comparisons (``==``, ``<``, ...) give boolean tensors; ``hash`` stays by identity, so tensors
+work as dict keys and in sets (and ``t in list`` compares elementwise, as in PyTorch).
 """
 
 from __future__ import annotations
 
-from tinyllm import autograd, backend, ops, shape_ops
+from tinyllm import backend, elementwise, ops, shape_ops
+from tinyllm.autograd import Node, operand_data, run_backward
 from tinyllm.backend import np
+from tinyllm.tensor_methods import TensorMethods, _sizes
 
 
-class Tensor:
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_retain_grad", "__weakref__")
+class Tensor(TensorMethods, Node):
+    __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_retain_grad", "__weakref__")
     __array_priority__ = 1000  # numpy_array * tensor calls Tensor.__rmul__
 
-    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None, _raw=False):
-        if not _raw:
-            if isinstance(data, Tensor):
-                data = data.data
-            data = backend.as_array(data, dtype=dtype, device=device)
-        self.data = data
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
+        """Wrap ``data`` as ``tl.as_tensor`` does (an array is not copied); ``tl.tensor`` copies."""
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = backend.as_array(data, dtype=dtype, device=device)
         self.grad = None
-        self._ctx = None
+        self.grad_fn = None
         self._retain_grad = False
         self.requires_grad = False
         if requires_grad:
@@ -46,6 +55,10 @@ class Tensor:
 
     @property
     def size(self) -> int:
+        """The number of elements (a property here; PyTorch's ``size()`` is ``shape``)."""
+        return self.data.size
+
+    def numel(self) -> int:
         return self.data.size
 
     @property
@@ -54,7 +67,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._ctx is None
+        return self.grad_fn is None
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
         if flag and not backend.is_float(self.data.dtype):
@@ -88,6 +101,14 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
+    # ------------------------------------------------------------------ the node protocol
+    @staticmethod
+    def _new(array) -> Tensor:
+        return _wrap(array)
+
+    def _new_constant(self, value) -> Tensor:
+        return as_tensor_like(value, self)
+
     # ------------------------------------------------------------------ conversion
     def numpy(self):
         """A host NumPy array with the values (a copy when the tensor lives on the GPU)."""
@@ -104,7 +125,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same data, cut from the graph (no gradient flows through it)."""
-        return Tensor(self.data, _raw=True)
+        return _wrap(self.data)
 
     def to(self, device=None, dtype=None) -> Tensor:
         """Move to ``device`` ('cpu' or 'cuda') and/or cast to ``dtype``.
@@ -113,7 +134,7 @@ class Tensor:
         ``Module.to`` before building the graph, not in the middle of it)."""
         out = self
         if device is not None and backend.get_device(self.data) != device:
-            out = Tensor(backend.to_device(self.data, device), _raw=True)
+            out = _wrap(backend.to_device(self.data, device))
             out.requires_grad = self.requires_grad
         if dtype is not None and np.dtype(dtype) != out.dtype:
             out = ops.Cast(np.dtype(dtype))(out)
@@ -124,6 +145,10 @@ class Tensor:
 
     def double(self) -> Tensor:
         return self.to(dtype="float64")
+
+    def contiguous(self) -> Tensor:
+        """This tensor if its data is C-contiguous, else a contiguous copy (differentiable)."""
+        return self if self.data.flags.c_contiguous else shape_ops.Copy()(self)
 
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None) -> None:
@@ -156,7 +181,7 @@ class Tensor:
                     ) from None
             if not bool(xp.isfinite(seed).all()):
                 raise ValueError("backward(grad) got a gradient containing NaN or infinity")
-        autograd.run_backward(self, seed)
+        run_backward(self, seed)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -168,11 +193,19 @@ class Tensor:
     def __radd__(self, other):
         return ops.Add()(other, self)
 
+    def add(self, other, alpha=1):
+        """self + alpha * other."""
+        return self + (other if alpha == 1 else other * alpha)
+
     def __sub__(self, other):
         return ops.Sub()(self, other)
 
     def __rsub__(self, other):
         return ops.Sub()(other, self)
+
+    def sub(self, other, alpha=1):
+        """self - alpha * other."""
+        return self - (other if alpha == 1 else other * alpha)
 
     def __mul__(self, other):
         return ops.Mul()(self, other)
@@ -180,19 +213,33 @@ class Tensor:
     def __rmul__(self, other):
         return ops.Mul()(other, self)
 
+    def mul(self, other):
+        return self * other
+
     def __truediv__(self, other):
         return ops.Div()(self, other)
 
     def __rtruediv__(self, other):
         return ops.Div()(other, self)
 
+    def div(self, other):
+        return self / other
+
     def __neg__(self):
         return ops.Neg()(self)
 
     def __pow__(self, exponent):
-        if isinstance(exponent, Tensor):
-            raise TypeError("x ** y needs a Python number as the exponent; use tl.exp(y * x.log())")
-        return ops.Pow(float(exponent))(self)
+        """x ** p: a Python number p is a constant (``ops.Pow``); a tensor or array exponent gets
+        its own gradient (``elementwise.Power``)."""
+        if isinstance(exponent, (int, float, np.generic)):
+            return ops.Pow(exponent)(self)
+        return elementwise.Power()(self, exponent)
+
+    def __rpow__(self, base):
+        return elementwise.Power()(base, self)
+
+    def pow(self, exponent):
+        return self ** exponent
 
     def __matmul__(self, other):
         return ops.MatMul()(self, other)
@@ -200,11 +247,20 @@ class Tensor:
     def __rmatmul__(self, other):
         return ops.MatMul()(other, self)
 
-    # comparisons give boolean tensors that carry no gradient (masks)
+    # ------------------------------------------------------------------ comparisons
     def _compare(self, other, fn):
-        if not isinstance(other, (int, float)):  # arrays and tensors: the rule of operand_data
+        """A boolean tensor, outside the graph; NotImplemented for non-numeric ``other``."""
+        if isinstance(other, (Tensor, list, tuple)) or hasattr(other, "dtype"):
             other = operand_data(other, self.device, "the other side of a comparison")
-        return Tensor(fn(self.data, other), _raw=True)
+        elif not isinstance(other, (int, float)):
+            return NotImplemented
+        return _wrap(backend.get_array_module(self.data).asarray(fn(self.data, other)))  # 0-d: an array
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
 
     def __lt__(self, other):
         return self._compare(other, lambda a, b: a < b)
@@ -219,106 +275,48 @@ class Tensor:
         return self._compare(other, lambda a, b: a >= b)
 
     def eq(self, other):
-        return self._compare(other, lambda a, b: a == b)
+        return self == other
 
-    # ------------------------------------------------------------------ elementwise
-    def exp(self):
-        return ops.Exp()(self)
-
-    def log(self):
-        return ops.Log()(self)
-
-    def sqrt(self):
-        return ops.Sqrt()(self)
-
-    def tanh(self):
-        return ops.Tanh()(self)
-
-    def relu(self):
-        return ops.ReLU()(self)
-
-    def sigmoid(self):
-        return ops.Sigmoid()(self)
-
-    def abs(self):
-        return ops.Abs()(self)
-
-    # ------------------------------------------------------------------ reductions
-    def sum(self, axis=None, keepdims=False, *, dim=None):
-        return ops.Sum(_axis(axis, dim), keepdims)(self)
-
-    def mean(self, axis=None, keepdims=False, *, dim=None):
-        return ops.Mean(_axis(axis, dim), keepdims)(self)
-
-    def max(self, axis=None, keepdims=False, *, dim=None):
-        return ops.Max(_axis(axis, dim), keepdims)(self)
-
-    def var(self, axis=None, keepdims=False, *, dim=None, correction=0):
-        """Variance (population variance by default, as LayerNorm uses)."""
-        axis = _axis(axis, dim)
-        mu = self.mean(axis, keepdims=True)
-        sq = ((self - mu) ** 2).sum(axis, keepdims=keepdims)
-        n = self.size // sq.size if sq.size else 0
-        return sq / max(n - correction, 1)
-
-    def argmax(self, axis=None):
-        return Tensor(self.data.argmax(axis=axis), _raw=True)
-
-    # ------------------------------------------------------------------ shapes
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return shape_ops.Reshape(shape)(self)
-
-    view = reshape
-
-    def flatten(self):
-        return self.reshape(-1)
-
-    def transpose(self, *axes):
-        """Permute axes NumPy-style (``x.transpose(0, 2, 1)``; no axes reverses them all).
-
-        Two axes on a tensor with more than two dimensions swap just those two (PyTorch's
-        ``transpose(dim0, dim1)``), which attention code uses for ``k.transpose(-2, -1)``.
-        """
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        if len(axes) == 2 and self.ndim != 2:
-            perm = list(range(self.ndim))
-            a, b = (ax % self.ndim for ax in axes)
-            perm[a], perm[b] = perm[b], perm[a]
-            axes = tuple(perm)
-        return shape_ops.Transpose(axes or None)(self)
-
-    def permute(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return shape_ops.Transpose(axes)(self)
-
-    def swapaxes(self, a, b):
-        perm = list(range(self.ndim))
-        perm[a], perm[b] = perm[b], perm[a]
-        return shape_ops.Transpose(tuple(perm))(self)
-
-    @property
-    def T(self):
-        return shape_ops.Transpose(None)(self)
-
-    def __getitem__(self, index):
-        return shape_ops.GetItem(index)(self)
-
-    def masked_fill(self, mask, value):
-        """Where ``mask`` is True, put ``value``; elsewhere keep ``self`` (gradient flows there)."""
-        return where(mask, value, self)
+    def isclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+        """|self - other| <= atol + rtol |other| elementwise, as a boolean tensor."""
+        xp = backend.get_array_module(self.data)
+        return self._compare(other, lambda a, b: xp.isclose(a, b, rtol, atol, equal_nan))
 
 
-def _axis(axis, dim):
-    return dim if axis is None else axis
+# ---------------------------------------------------------------------- making tensors
+def _wrap(array) -> Tensor:
+    """A tensor around a backend array, as is (no checks, no copy): the engine's own wrapper."""
+    t = Tensor.__new__(Tensor)
+    t.data, t.grad, t.grad_fn, t._retain_grad, t.requires_grad = array, None, None, False, False
+    return t
 
 
-# ---------------------------------------------------------------------- constructors
+def as_tensor(data, dtype=None, device=None) -> Tensor:
+    """``data`` as a tensor, sharing memory when it can (``torch.as_tensor``).
+
+    A NumPy or CuPy array is wrapped as it is (the tensor and the array share memory) unless a
+    different ``dtype`` or ``device`` is asked for; a tensor comes back as it is (or cast and
+    moved); Python numbers and lists become a new array (floats as float32).
+    """
+    if isinstance(data, Tensor):
+        return data if dtype is None and device is None else data.to(device, dtype)
+    if dtype is None and device is None and (isinstance(data, np.ndarray)
+                                             or backend.get_device(data) == "cuda"):
+        return _wrap(data)
+    return _wrap(backend.as_array(data, dtype=dtype, device=device))
+
+
+def from_numpy(array) -> Tensor:
+    """A CPU tensor sharing memory with the NumPy ``array`` (``torch.from_numpy``): writing to
+    one changes the other."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy needs a NumPy array, got {type(array).__name__}")
+    return _wrap(array)
+
+
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
-    """Make a tensor from numbers, nested lists, a NumPy/CuPy array or another tensor.
+    """A new tensor holding a copy of ``data`` (``torch.tensor``): numbers, nested lists, a
+    NumPy/CuPy array or another tensor. Changing ``data`` later does not change the tensor.
 
     NumPy float arrays keep their dtype (float64 stays float64, for gradient checks); Python
     floats and lists of them become float32; integers stay integers (and cannot require grad).
@@ -326,8 +324,10 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     if isinstance(data, Tensor):
         data = data.data
     elif isinstance(data, (list, tuple)) and _holds_arrays(data):
-        data = _stack_nested(data)
-    return Tensor(backend.as_array(data, dtype=dtype, device=device), requires_grad=requires_grad, _raw=True)
+        data = _stack_nested(data)  # a fresh array
+    array = backend.as_array(data, dtype=dtype, device=device)
+    t = _wrap(array.copy() if array is data else array)
+    return t.requires_grad_(True) if requires_grad else t
 
 
 def _holds_arrays(data) -> bool:
@@ -350,50 +350,33 @@ def _stack_nested(data):
 def as_tensor_like(x, like: Tensor | None) -> Tensor:
     """Wrap a constant operand (a Python number or an array) next to tensor ``like``.
 
-    A Python number takes ``like``'s float dtype, so ``x * 0.5`` never upcasts float32 to float64.
+    A Python number takes ``like``'s float dtype, so ``x * 0.5`` never upcasts float32 to float64
+    (and a Python int beside an integer tensor takes its dtype, as in PyTorch).
     """
-    if like is not None and isinstance(x, (int, float)) and backend.is_float(like.dtype):
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype), _raw=True)
+    if like is not None and isinstance(x, (int, float)) and not isinstance(x, bool):
+        kind = like.dtype.kind
+        if kind == "f" or (kind in "iu" and isinstance(x, int)):  # int32 + 1 stays int32
+            return _wrap(backend.get_array_module(like.data).asarray(x, dtype=like.dtype))
     device = like.device if like is not None else None
-    return Tensor(backend.as_array(x, device=device), _raw=True)
-
-
-def operand_data(x, device: str, what: str):
-    """The backend array of a data operand ``x`` (ids, targets, a mask, an index, the other side
-    of a comparison) of an operation that runs on ``device``.
-
-    tinyllm's one rule for mixing devices, the same as every Function call's: raw data (Python
-    numbers and lists, NumPy or CuPy arrays) is moved to ``device`` (NumPy in at the edges); a
-    Tensor must be there already, and one on another device is refused, as in PyTorch.
-    """
-    if isinstance(x, Tensor):
-        if x.device != device:
-            raise RuntimeError(
-                f"{what} is a tensor on {x.device} (shape {x.shape}) but the operation runs on "
-                f"{device}; move it first with .to({device!r}) (NumPy arrays are moved for you)")
-        return x.data
-    return backend.as_array(x, device=device)
+    return _wrap(backend.as_array(x, device=device))
 
 
 def zeros(*shape, dtype="float32", requires_grad=False, device=None) -> Tensor:
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+    return Tensor(np.zeros(_sizes(shape), dtype=dtype), requires_grad, device=device)
 
 
 def ones(*shape, dtype="float32", requires_grad=False, device=None) -> Tensor:
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+    return Tensor(np.ones(_sizes(shape), dtype=dtype), requires_grad, device=device)
 
 
 def randn(*shape, dtype="float32", requires_grad=False, device=None) -> Tensor:
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    data = backend.rng().standard_normal(shape, dtype="float64").astype(dtype)
-    return tensor(data, requires_grad=requires_grad, device=device)
+    """Standard normal values from tinyllm's seeded generator (``tl.manual_seed``)."""
+    data = backend.rng().standard_normal(_sizes(shape), dtype="float64").astype(dtype)
+    return Tensor(data, requires_grad, device=device)
 
 
 def arange(*args, dtype=None, device=None) -> Tensor:
-    return tensor(np.arange(*args, dtype=dtype), device=device)
+    return Tensor(np.arange(*args, dtype=dtype), device=device)
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -409,14 +392,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     return shape_ops.Stack(axis)(*tensors)
 
 
-def where(cond, a, b) -> Tensor:
-    """``a`` where ``cond`` is True, else ``b``; gradients flow to the chosen side only."""
-    like = a if isinstance(a, Tensor) else b
-    if isinstance(like, Tensor):  # a host mask is moved beside the data, a host tensor refused
-        c = operand_data(cond, like.device, "where's condition")
-    else:
-        c = cond.data if isinstance(cond, Tensor) else cond
-    return shape_ops.Where(c)(a, b)
+where = shape_ops.where
 
 
 def exp(x):
@@ -437,4 +413,3 @@ def tanh(x):
 
 def is_tensor(x) -> bool:
     return isinstance(x, Tensor)
-

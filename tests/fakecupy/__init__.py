@@ -54,7 +54,7 @@ _ROUTINES = """
     take take_along_axis put_along_axis where nonzero flatnonzero argwhere diagonal
     tril_indices triu_indices searchsorted
     dot matmul vdot einsum outer tensordot inner
-    allclose array_equal isin all any count_nonzero
+    allclose isclose array_equal isin all any count_nonzero
     sum prod cumsum cumprod mean var std max min amax amin argmax argmin argsort sort partition
     argpartition clip round diff
 """.split()

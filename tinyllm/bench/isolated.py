@@ -15,6 +15,7 @@ import tracemalloc
 
 import numpy as np
 
+from tinyllm.backend import tune_malloc
 from tinyllm.bench.harness import Table, interleave, peak_rss_kib, reset_peak_rss, rss_kib
 from tinyllm.bench.suites import (
     BABY,
@@ -30,6 +31,7 @@ from tinyllm.bench.suites import (
 
 
 def _gpt_step_for(impl: str, quick: bool):
+    tune_malloc()  # a fresh child process: as the parent bench and the trainer do
     c = QUICK if quick else BABY
     cfg, _, state, batch, tl_step = make_gpt(c)
     if impl == "tinyllm":
@@ -144,6 +146,7 @@ def suite_gpt_solo(opts: Options) -> list:
 def malloc_child(rounds: int, quick: bool) -> dict:
     import resource  # noqa: PLC0415
 
+    tune_malloc()
     c = QUICK if quick else BABY
     cfg, _, state, batch, tl_step = make_gpt(c)
     fns = {"tinyllm": tl_step, "numpy by hand": make_numpy_gpt(cfg, state, batch)}
@@ -166,9 +169,10 @@ def suite_malloc(opts: Options) -> list:
             code = ("import json; from tinyllm.bench.isolated import malloc_child; "
                     f"print(json.dumps(malloc_child({rounds}, {opts.quick!r})))")
             runs[flag].append(_child(code, env={"TINYLLM_MALLOPT": flag}, threads=opts.threads))
-    t = Table("glibc malloc tuning (tinyllm.backend sets mallopt at import; TINYLLM_MALLOPT=0 "
-              "turns it off)", ["implementation", "mallopt on ms", "mallopt off ms",
-                                "off / on", "page faults/step on", "off"])
+    t = Table("glibc malloc tuning (backend.tune_malloc(), called by the trainer, the CLI and the "
+              "bench; TINYLLM_MALLOPT=0 turns it off)",
+              ["implementation", "mallopt on ms", "mallopt off ms", "off / on",
+               "page faults/step on", "off"])
     for impl in runs["1"][0]:
         on = float(np.median([r[impl]["median"] for r in runs["1"]]))
         off = float(np.median([r[impl]["median"] for r in runs["0"]]))
@@ -183,8 +187,9 @@ def suite_malloc(opts: Options) -> list:
 def registry() -> tuple[dict, set]:
     """Every suite by name, and the names that only run on the CPU."""
     from tinyllm.bench import suites as S  # noqa: PLC0415
+    from tinyllm.bench.fast_paths import suite_fast_paths  # noqa: PLC0415
 
     suites = {"gpt": S.suite_gpt, "gpt-solo": suite_gpt_solo, "mlp": S.suite_mlp,
               "generate": S.suite_generate, "bpe": S.suite_bpe, "memory": suite_memory,
-              "matmul": S.suite_matmul, "malloc": suite_malloc}
-    return suites, {"bpe", "memory", "malloc", "gpt-solo"}
+              "matmul": S.suite_matmul, "malloc": suite_malloc, "fast-paths": suite_fast_paths}
+    return suites, {"bpe", "memory", "malloc", "gpt-solo", "fast-paths"}

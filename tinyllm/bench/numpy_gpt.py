@@ -258,6 +258,11 @@ class NumpyGPT:
 
     # ------------------------------------------------------------------ forward + backward
     def loss_and_grads(self, idx, targets, backward=True) -> float:
+        """One step's loss and, with ``backward``, every gradient into ``self.grads``.
+
+        Written straight through on purpose (about 90 lines): this is the hand-written
+        baseline the bench compares tinyllm with, so it has no helper calls or framework
+        overhead that a reader would have to discount."""
         P, G = self.params, self.grads
         B, T = idx.shape
         C, H = self.C, self.H

@@ -8,8 +8,9 @@ memory    peak memory of one training step (tracemalloc and RSS), fresh subproce
 matmul    float32 GEMM GFLOP/s (the machine's ceiling and the baby step's shapes)
 malloc    tinyllm's glibc ``mallopt`` tuning on and off (TINYLLM_MALLOPT), subprocesses
 gpt-solo  the baby step with each implementation alone in its own process
+fast-paths  the baby step with each Function's fast path on and off (``tinyllm.bench.fast_paths``)
 
-The last three live in ``tinyllm.bench.isolated``.
+memory, malloc and gpt-solo live in ``tinyllm.bench.isolated``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tinyllm import backend
 from tinyllm.autograd import no_grad
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = ["mean_pool", "l2_normalize", "encode_sentences"]
 
@@ -39,7 +39,7 @@ def mean_pool(hidden, attention_mask=None) -> Tensor:
     m = (_mask_array(attention_mask, hidden) != 0).astype(hidden.dtype)[:, :, None]
     xp = backend.get_array_module(m)
     count = xp.maximum(m.sum(axis=1), hidden.dtype.type(1e-9))  # (B, 1)
-    return (hidden * Tensor(m, _raw=True)).sum(axis=1) / Tensor(count, _raw=True)
+    return (hidden * as_tensor(m)).sum(axis=1) / as_tensor(count)
 
 
 def l2_normalize(x, eps: float = 1e-12, axis: int = -1) -> Tensor:
@@ -49,8 +49,8 @@ def l2_normalize(x, eps: float = 1e-12, axis: int = -1) -> Tensor:
     # max(||x||, eps) = sqrt(max(||x||^2, eps^2)); clamping before the root keeps the gradient
     # finite for an all-zero row
     xp = backend.get_array_module(sq.data)
-    floor = Tensor(xp.asarray(eps * eps, dtype=x.dtype), _raw=True)
-    return x / sq.masked_fill(Tensor(sq.data < eps * eps, _raw=True), floor) ** 0.5
+    floor = as_tensor(xp.asarray(eps * eps, dtype=x.dtype))
+    return x / sq.masked_fill(as_tensor(sq.data < eps * eps), floor) ** 0.5
 
 
 def encode_sentences(model, tokenizer, sentences, batch_size: int = 32, normalize: bool = True,

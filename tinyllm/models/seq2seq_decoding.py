@@ -26,7 +26,7 @@ from tinyllm.autograd import no_grad
 from tinyllm.backend import np
 from tinyllm.models.generation import check_sampling_args, sample_next
 from tinyllm.models.transformer import _as_src_mask, _ids
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import as_tensor
 
 
 @contextlib.contextmanager
@@ -135,7 +135,7 @@ def beam_search(model, src, max_new_tokens: int, num_beams: int = 4, length_pena
         memory = model.encode(src, src_mask)
         rows = np.repeat(np.arange(b), k)  # beam j of source i is row i * k + j
         rows = backend.to_device(rows, model.device)  # host ids, device rows
-        memory = Tensor(memory.data[rows], _raw=True)
+        memory = as_tensor(memory.data[rows])
         src_mask = src_mask[rows]
         tokens = np.full((b * k, 1), cfg.bos_id, dtype=np.int64)
         scores = np.zeros((b, k))

@@ -26,7 +26,7 @@ from tinyllm.nn.layers import Dropout, Embedding, LayerNorm, Linear
 from tinyllm.nn.module import Module, ModuleList
 from tinyllm.nn.positional import SinusoidalPositionalEncoding
 from tinyllm.nn.transformer import ACTIVATIONS, TransformerBlock
-from tinyllm.tensor import Tensor, operand_data
+from tinyllm.tensor import Tensor, as_tensor, operand_data
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Seq2SeqCache:
         for c in self.self_attn:
             c.reorder(index)
         if self.cross is not None:
-            self.cross = [(Tensor(k.data[index], _raw=True), Tensor(v.data[index], _raw=True))
+            self.cross = [(as_tensor(k.data[index]), as_tensor(v.data[index]))
                           for k, v in self.cross]
 
 

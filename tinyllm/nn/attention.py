@@ -12,7 +12,7 @@ from tinyllm import functional as F
 from tinyllm.backend import get_array_module
 from tinyllm.nn.layers import Dropout, Linear
 from tinyllm.nn.module import Module
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import as_tensor
 
 
 def split_heads(x, n_head: int):
@@ -113,7 +113,7 @@ class MultiHeadAttention(Module):
             q, k, v = qkv[:, :h], qkv[:, h:2 * h], qkv[:, 2 * h:]
         if cache is not None:
             ks, vs = cache.update(k.data, v.data)
-            k, v = Tensor(ks, _raw=True), Tensor(vs, _raw=True)
+            k, v = as_tensor(ks), as_tensor(vs)
         p = self.dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
                                              dropout_p=p, return_weights=return_weights)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from tinyllm import backend
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, as_tensor
 
 
 class Parameter(Tensor):
@@ -22,7 +22,7 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad: bool = True):
         if isinstance(data, Tensor):
             data = data.data
-        super().__init__(backend.as_array(data), _raw=True)
+        super().__init__(backend.as_array(data))
         if not backend.is_float(self.data.dtype):
             raise TypeError(f"a Parameter must be floating point, got {self.data.dtype}")
         self.requires_grad = requires_grad
@@ -149,7 +149,7 @@ class Module:
         for m in self.modules():
             for name, b in list(m._buffers.items()):
                 if b is not None:
-                    m.register_buffer(name, Tensor(convert(b.data), _raw=True))
+                    m.register_buffer(name, as_tensor(convert(b.data)))
         return self
 
     def double(self):

@@ -202,75 +202,84 @@ def _is_instance(value, tp) -> bool:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def _to_bool(value, tp):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _to_int(value, tp):
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            f = float(value)  # 2e3; a ValueError here is the caller's "bad"
+            if f.is_integer():
+                return int(f)
+    raise ValueError
+
+
+def _to_float(value, tp):
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, (int, float, str)):
+        return float(value)
+    raise ValueError
+
+
+def _to_str(value, tp):
+    if isinstance(value, str):
+        return value
+    raise ValueError
+
+
+def _to_tuple(value, tp):
+    if isinstance(value, str):
+        text = value.strip().strip("()[]")
+        value = [float(v) for v in text.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)) and _is_instance(value, tp):
+        return tuple(float(v) for v in value)
+    raise ValueError
+
+
+def _to_dict(value, tp):
+    if isinstance(value, str):
+        value = json.loads(value)  # JSONDecodeError is a ValueError
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, tuple: _to_tuple,
+               dict: _to_dict}
+
+
 def coerce(key: str, value, tp):
-    """Turn ``value`` (a string from ``--set`` or a JSON value) into the type ``tp`` of ``key``."""
+    """Turn ``value`` (a string from ``--set`` or a JSON value) into the type ``tp`` of ``key``.
+
+    Each base type has one converter above; any value it cannot take is a ConfigError naming the
+    key, the type and the value."""
     if isinstance(value, str) and _is_optional(tp) and value.strip().lower() in ("none", "null"):
         return None
     if value is None:
         if _is_optional(tp):
             return None
         raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got null")
-    base = _base(tp)
-    bad = ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        raise bad
-    if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    f = float(value)
-                except ValueError:
-                    raise bad from None
-                if f.is_integer():  # 2e3
-                    return int(f)
-        raise bad
-    if base is float:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        raise bad
-    if base is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if base is tuple:
-        if isinstance(value, str):
-            text = value.strip().strip("()[]")
-            try:
-                value = [float(v) for v in text.split(",") if v.strip()]
-            except ValueError:
-                raise bad from None
-        if isinstance(value, (list, tuple)) and _is_instance(value, tp):
-            return tuple(float(v) for v in value)
-        raise bad
-    if base is dict:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise bad from None
-        if isinstance(value, dict):
-            return dict(value)
-        raise bad
-    raise bad
+    convert = _CONVERTERS.get(_base(tp))
+    try:
+        if convert is None:
+            raise ValueError
+        return convert(value, tp)
+    except ValueError:
+        raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r}") from None
 
 
 def _parse_loose(text: str):

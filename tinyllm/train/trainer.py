@@ -287,6 +287,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     ``CheckpointError`` for a damaged run folder (``RunFolderError`` for one that cannot be
     written), ``TrainingDiverged`` when the loss stops being finite or diverges,
     ``TrainingInterrupted`` after Ctrl-C (a checkpoint is saved first)."""
+    backend.tune_malloc()  # keep freed activations in the heap (TINYLLM_MALLOPT=0: off)
     run = (resume_run(Run, resume, overrides) if resume is not None
            else new_run(Run, cfg, overrides, out, default_out))
     cfg, task, model = run.cfg, run.task, run.task.model

@@ -1,0 +1,194 @@
+"""Activation functions with a hand-derived gradient: GELU (and the error function it needs),
+SiLU, leaky ReLU. ``tinyllm.functional`` re-exports them as ``F.gelu``, ``F.silu``,
+``F.leaky_relu`` and ``F.erf``.
+
+NumPy has no erf, so it is written here: in float32 the short polynomial of Abramowitz and
+Stegun (7.1.26, within 1.5e-7, enough for float32), in float64 W. J. Cody's rational
+approximations ("Rational Chebyshev approximations for the error function", Math. Comp. 23,
+1969), accurate to float64 precision, so that float64 gradient checks and PyTorch comparisons
+hold to 1e-12.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tinyllm.autograd import Function
+from tinyllm.backend import get_array_module
+from tinyllm.ops import to_float
+
+# ---------------------------------------------------------------------------- erf
+_AS_P = 0.3275911
+_AS_A = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 ... a1
+
+# Cody's coefficients, highest power first. erf(x) = x N1(x^2) / D1(x^2) for |x| <= 0.46875;
+# erfc(x) = exp(-x^2) N2(x) / D2(x) for 0.46875 < x <= 4;
+# erfc(x) = exp(-x^2) / x * (1/sqrt(pi) - z N3(z) / D3(z)), z = 1/x^2, for x > 4.
+_N1 = (0.185777706184603153, 3.16112374387056560, 113.864154151050156, 377.485237685302021,
+       3209.37758913846947)
+_D1 = (1.0, 23.6012909523441209, 244.024637934444173, 1282.61652607737228, 2844.23683343917062)
+_N2 = (2.15311535474403846e-8, 0.564188496988670089, 8.88314979438837594, 66.1191906371416295,
+       298.635138197400131, 881.952221241769090, 1712.04761263407058, 2051.07837782607147,
+       1230.33935479799725)
+_D2 = (1.0, 15.7449261107098347, 117.693950891312499, 537.181101862009858, 1621.38957456669019,
+       3290.79923573345963, 4362.61909014324716, 3439.36767414372164, 1230.33935480374942)
+_N3 = (0.0163153871373020978, 0.305326634961232344, 0.360344899949804439, 0.125781726111229246,
+       0.0160837851487422766, 6.58749161529837803e-4)
+_D3 = (1.0, 2.56852019228982242, 1.87295284992346047, 0.527905102951428412,
+       0.0605183413124413191, 0.00233520497626869185)
+
+
+def _horner(coeffs, z):
+    """c0 z^n + c1 z^(n-1) + ... + cn, evaluated as (((c0 z + c1) z + c2) ...)."""
+    acc = coeffs[0]
+    for c in coeffs[1:]:
+        acc = acc * z + c
+    return acc
+
+
+def _erf_float32(z):
+    """erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2), t = 1 / (1 + p |z|), for z >= 0."""
+    xp = get_array_module(z)
+    a = xp.abs(z)
+    t = 1 / (1 + _AS_P * a)
+    return xp.copysign(1 - t * _horner(_AS_A, t) * xp.exp(-a * a), z)
+
+
+def _erf_float64(z):
+    """Cody's three ranges, each computed on the clipped argument and chosen with ``where``."""
+    xp = get_array_module(z)
+    a = xp.abs(z)
+    small = xp.minimum(a, 0.46875)
+    erf_small = small * _horner(_N1, small * small) / _horner(_D1, small * small)
+    mid = xp.clip(a, 0.46875, 4.0)
+    erfc_mid = xp.exp(-mid * mid) * _horner(_N2, mid) / _horner(_D2, mid)
+    big = xp.clip(a, 4.0, 30.0)  # erfc(30) underflows to 0: no need to go further
+    zz = 1 / (big * big)
+    erfc_big = xp.exp(-big * big) / big * (1 / math.sqrt(math.pi) - zz * _horner(_N3, zz)
+                                            / _horner(_D3, zz))
+    erf_abs = xp.where(a <= 0.46875, erf_small, 1 - xp.where(a <= 4.0, erfc_mid, erfc_big))
+    return xp.copysign(erf_abs, z)
+
+
+def erf(x):
+    """The error function on a backend array (no gradient), in x's float dtype."""
+    if x.dtype == "float64":
+        return _erf_float64(x)
+    x = to_float(x)
+    return _erf_float32(x.astype("float32")).astype(x.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------- GELU
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+class GELU(Function):
+    """GELU(x) = x Phi(x) with Phi the standard normal CDF, Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+    d/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi). ``approximate="tanh"`` is
+    GPT-2's 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), whose derivative is
+    0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) du/dx with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    """
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu approximate must be 'none' or 'tanh', not {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+            return 0.5 * x * (1 + self.t)
+        self.cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2))))
+        return x * self.cdf
+
+    def backward(self, gy):
+        x = self.x
+        if self.approximate == "tanh":
+            t = self.t
+            du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            return (gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du),)
+        pdf = get_array_module(x).exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return (gy * (self.cdf + x * pdf),)
+
+    def fast_forward(self, x):
+        """The tanh form in place: two (B, T, 4C) buffers instead of eight temporaries."""
+        if self.approximate != "tanh" or x.ndim == 0:
+            return self.forward(x)
+        xp = get_array_module(x)
+        self.x = x
+        t = x * x
+        t *= 0.044715
+        t += 1
+        t *= x
+        t *= _SQRT_2_OVER_PI
+        self.t = xp.tanh(t, out=t)
+        y = t + 1
+        y *= x
+        y *= 0.5
+        return y
+
+    def fast_backward(self, gy):
+        if self.approximate != "tanh" or gy.ndim == 0:
+            return self.backward(gy)
+        x, t = self.x, self.t
+        xp = get_array_module(x)
+        d = x * x  # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), then the whole derivative
+        d *= 3 * 0.044715 * _SQRT_2_OVER_PI
+        d += _SQRT_2_OVER_PI
+        one_minus_t2 = t * t
+        xp.subtract(1, one_minus_t2, out=one_minus_t2)
+        d *= one_minus_t2
+        d *= x
+        d += t
+        d += 1
+        d *= 0.5
+        d *= gy
+        return (d,)
+
+
+def gelu(x, approximate: str = "none"):
+    """Gaussian error linear unit; ``approximate`` is ``"none"`` (exact, erf) or ``"tanh"``."""
+    return GELU(approximate)(x)
+
+
+# ---------------------------------------------------------------------------- SiLU, leaky ReLU
+class SiLU(Function):
+    """SiLU(x) = x sigmoid(x) (also called swish); d/dx = s (1 + x (1 - s)), s = sigmoid(x)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.x = x
+        self.s = 0.5 * (xp.tanh(0.5 * x) + 1)  # sigmoid without overflow in exp
+        return x * self.s
+
+    def backward(self, gy):
+        s = self.s
+        return (gy * s * (1 + self.x * (1 - s)),)
+
+
+def silu(x):
+    """x * sigmoid(x), the activation of Llama's SwiGLU feed-forward."""
+    return SiLU()(x)
+
+
+class LeakyReLU(Function):
+    """x where x > 0, else slope * x; the gradient is 1 or slope (slope at x = 0, as PyTorch)."""
+
+    def __init__(self, slope):
+        self.slope = slope
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.positive = x > 0
+        return xp.where(self.positive, x, x * self.slope)
+
+    def backward(self, gy):
+        return (get_array_module(gy).where(self.positive, gy, gy * self.slope),)
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    return LeakyReLU(negative_slope)(x)

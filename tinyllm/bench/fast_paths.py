@@ -1,0 +1,64 @@
+"""The ``fast-paths`` suite: what each Function's tuned fast path buys in the baby training step.
+
+A Function keeps the lesson's plain ``forward``/``backward`` and may add ``fast_forward``/
+``fast_backward`` (``tinyllm.autograd``); a fast path stays on by default only where this suite
+shows that it pays. It interleaves the same step with every fast path on, every one off
+(``tl.fast_paths(False)``), and each one off alone, with the hand-written NumPy step as the
+baseline of every ratio.
+"""
+
+from __future__ import annotations
+
+from tinyllm.bench.harness import Table, interleave
+from tinyllm.bench.suites import BABY, QUICK, Options, make_gpt, make_numpy_gpt
+
+
+def functions_with_fast_paths() -> list:
+    """Every engine Function class that defines a fast path."""
+    import tinyllm as tl  # noqa: PLC0415
+
+    found, stack = [], list(tl.Function.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__dict__.get("fast_forward") is not None:
+            found.append(cls)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def _without(cls, step):
+    """The step with ``cls``'s fast path switched off (the others on)."""
+    def run():
+        saved = cls.__dict__["fast_forward"]
+        cls.fast_forward = None
+        try:
+            step()
+        finally:
+            cls.fast_forward = saved
+    return run
+
+
+def suite_fast_paths(opts: Options) -> list:
+    import tinyllm as tl  # noqa: PLC0415
+
+    c = QUICK if opts.quick else BABY
+    cfg, _, state, batch, step = make_gpt(c)
+
+    def plain():
+        with tl.fast_paths(False):
+            step()
+
+    fns = {"all fast paths on": step, "all off (plain forms)": plain}
+    for cls in functions_with_fast_paths():
+        fns[f"{cls.__name__} off"] = _without(cls, step)
+    fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
+    stats = interleave(fns, opts.rounds, opts.warmup)
+    base, on = stats["numpy by hand"].median, stats["all fast paths on"].median
+    t = Table("Fast paths in the GPT training step (cpu)",
+              ["tinyllm step", "median ms", "ratio to numpy by hand", "ratio to all on"])
+    for name, s in stats.items():
+        t.rows.append([name, f"{s.median * 1e3:.1f}", f"{s.median / base:.3f}x",
+                       f"{s.median / on:.3f}x"])
+    t.notes.append(f"the gpt suite's baby step, {opts.rounds} interleaved rounds after "
+                   f"{opts.warmup} warm-up; 'X off' runs every fast path but X's")
+    return [t]
