@@ -27,7 +27,6 @@ from tinyllm import backend
 from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad, run_backward
 from tinyllm.tensor import Tensor, as_tensor
 
-
 __all__ = ["checkpoint", "Checkpoint"]
 
 

@@ -8,9 +8,9 @@ A training step holds four kinds of arrays (float32, 4 bytes a value; P paramete
     activations       L a + h                what the graph keeps from forward for backward
 
 The activations of one pre-LayerNorm block on a batch B x T of width C with H heads are what its
-Functions keep, counted in this engine (``ACTIVATION_ARRAYS``): 29 arrays of B T C values
-(the inputs of the 4 Linears are 1 + 1 + 1 + 4, GELU keeps x, Phi(x) and phi(x) of the 4C
-hidden layer, 12; q, k, v, 3; two LayerNorms' x-hat, 2; the two residual adds' inputs, 4;
+Functions keep, counted in this engine (``ACTIVATION_ARRAYS``): 25 arrays of B T C values
+(the inputs of the 4 Linears are 1 + 1 + 1 + 4, GELU keeps x and Phi(x) of the 4C hidden
+layer, 8; q, k, v, 3; two LayerNorms' x-hat, 2; the two residual adds' inputs, 4;
 attention's output before its heads are merged, 1), one of B H T T (the attention
 probabilities) and two of B T (the LayerNorms' 1 / sigma). The rest keeps the logits and
 their softmax, 2 B T V, the token embeddings, ln_f's input, x-hat and output, 4 B T C. So
@@ -21,8 +21,9 @@ block's input, B T C, and rebuilds one block's activations at a time during back
 activation term becomes L B T C + a + h, for one more forward pass.
 
 The peak of a step is reached early in backward: parameters, optimizer state and all
-activations, plus the gradient being formed (the logits' gradient, B T V, and as many
-parameter gradients as exist by then: ``step_peak`` counts all of them, an upper bound).
+activations, plus the gradients being formed (the logits' gradient, B T V, those inside one
+block, about 16 B T C, and as many parameter gradients as exist by then: ``step_peak`` counts
+all of them, an upper bound).
 
     acc = memory_account(config, batch_size=12)     # a MemoryAccount, in bytes
     acc.rows()                                      # (name, bytes) pairs, for a table
@@ -38,7 +39,8 @@ __all__ = ["ACTIVATION_ARRAYS", "MemoryAccount", "gpt_parameter_count", "memory_
            "measure_peak"]
 
 # arrays one Transformer block keeps for backward, by size: (B T C, B H T T, B T)
-ACTIVATION_ARRAYS = {"btc": 29, "bhtt": 1, "bt": 2}
+ACTIVATION_ARRAYS = {"btc": 25, "bhtt": 1, "bt": 2}
+BACKWARD_BTC = 16  # the gradient arrays alive at once inside one block's backward (measured)
 OPTIMIZER_SLOTS = {"adamw": 2, "adam": 2, "sgd": 1, "sgd-nomomentum": 0}
 
 
@@ -62,6 +64,7 @@ class MemoryAccount:
     block_inputs: int        # L B T C: what checkpointing keeps of the blocks
     head: int                # the logits, their softmax, the embeddings, ln_f
     logits_grad: int
+    backward_transient: int  # the gradients being formed inside one block, 16 B T C
     n_layer: int
     checkpoint_blocks: bool
 
@@ -77,7 +80,7 @@ class MemoryAccount:
         """The predicted peak of forward + backward + update (an upper bound: all gradients)."""
         recomputed = self.activations_per_block if self.checkpoint_blocks else 0
         return (self.parameters + self.optimizer_state + self.gradients + self.activations
-                + recomputed + self.logits_grad)
+                + recomputed + self.logits_grad + self.backward_transient)
 
     def rows(self) -> list:
         return [("parameters", self.parameters), ("gradients", self.gradients),
@@ -108,7 +111,8 @@ def memory_account(config, batch_size: int, seq_len=None, optimizer: str = "adam
         activations_per_block=per_block * bytes_per_value,
         block_inputs=n_layer * b * t * c * bytes_per_value,
         head=(2 * b * t * v + 4 * b * t * c) * bytes_per_value,
-        logits_grad=b * t * v * bytes_per_value, n_layer=n_layer,
+        logits_grad=b * t * v * bytes_per_value,
+        backward_transient=BACKWARD_BTC * b * t * c * bytes_per_value, n_layer=n_layer,
         checkpoint_blocks=bool(checkpoint_blocks))
     return acc
 

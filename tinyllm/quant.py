@@ -31,7 +31,6 @@ from tinyllm.nn.layers import Embedding, Linear
 from tinyllm.nn.module import Module, Parameter
 from tinyllm.tensor import Tensor, as_tensor
 
-
 __all__ = ["absmax_quantize", "absmax_dequantize", "groupwise_quantize", "groupwise_dequantize",
            "pack_int4", "unpack_int4", "int8_matmul", "QuantizedLinear", "QuantizedEmbedding",
            "quantize", "quantization_config", "weight_bytes"]
