@@ -68,12 +68,15 @@ def test_14_1_checkpointed_gradients_are_the_plain_ones(rng, p):
                  "restore the generator's state after the recomputation", rng)
 
 
+def small_case(rng, t):
+    """A dropout-free segment of random width, an input (2, t, c) and an output weight."""
+    c = int(rng.integers(2, 5))
+    return c, Segment(c, rng, 0.0), rng.standard_normal((2, t, c)), rng.standard_normal((2, t, c))
+
+
 @ex("14.1")
 def test_14_1_gradients_match_finite_differences(rng):
-    c = int(rng.integers(2, 5))
-    seg = Segment(c, rng, 0.0)
-    x = rng.standard_normal((2, 3, c))
-    w = rng.standard_normal((2, 3, c))
+    c, seg, x, w = small_case(rng, 3)
 
     def fn(xt, w1):
         seg.w1.data = w1.data
@@ -90,10 +93,7 @@ def test_14_1_gradients_match_finite_differences(rng):
 
 @ex("14.1")
 def test_14_1_inputs_without_gradient_and_parameters_only(rng):
-    c = int(rng.integers(2, 5))
-    seg = Segment(c, rng, 0.0)
-    x = rng.standard_normal((2, 2, c))
-    gy = rng.standard_normal((2, 2, c))
+    c, seg, x, gy = small_case(rng, 2)
     seg.zero_grad()
     (seg(tl.tensor(x), tl.tensor(np.ones(c))) * tl.tensor(gy)).sum().backward()
     want = seg.w2.grad.copy()
