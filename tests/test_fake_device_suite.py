@@ -39,6 +39,8 @@ SUITES = [
     "tests/test_transformer_seq2seq.py::test_incremental_decoding_matches_full_decoding",
     "tests/test_transformer_seq2seq.py::test_matches_torch_transformer",
     "tests/test_llama.py::test_runs_on_the_test_device",
+    # data parallelism in one process: accumulation, ZeRO-1, the world of one's collectives
+    "tests/test_distributed.py::test_the_data_parallel_step_runs_on_the_test_device",
 ]
 
 

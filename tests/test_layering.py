@@ -52,8 +52,13 @@ FORBIDDEN = {
     "tinyllm.data": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                      "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.models": ["tinyllm.train", "tinyllm.cli", "tinyllm.bench"],
+    "tinyllm.distributed": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops",
+                            "tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models",
+                            "tinyllm.train"],
     "tinyllm.metrics": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                         "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.distill": ["tinyllm.nn", "tinyllm.optim", "tinyllm.models", "tinyllm.train"],
+    "tinyllm.prune": ["tinyllm.models", "tinyllm.optim", "tinyllm.train", "tinyllm.cli"],
 }
 
 

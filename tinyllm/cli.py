@@ -5,6 +5,7 @@
     tinyllm sample --ckpt DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 200
     tinyllm eval --ckpt DIR
     tinyllm quantize --ckpt DIR --bits 4 --group-size 32 --out DIR-q4
+    tinyllm prune --ckpt DIR --sparsity 0.5 --out DIR-p50 [--method 2:4|heads|...] [--finetune-iters N]
     tinyllm bench ... | tinyllm course ... | tinyllm demo ...
 
 Every error a user can cause is one line on stderr, ``tinyllm: error: ...``, naming the file,
@@ -106,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-chars", type=non_negative_int,
                    help="characters sampled at the end (LM; 0: none)")
     t.add_argument("--quiet", action="store_true", help="no progress output, only the summary")
+    t.add_argument("--teacher", metavar="DIR", help="the teacher run folder of a distillation "
+                   "(task distill, e.g. --preset baby-distill)")
 
     s = sub.add_parser("sample", parents=[debug], help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
@@ -136,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     from tinyllm.train.quantize_cmd import add_quantize_parser
 
     add_quantize_parser(sub)
+
+    from tinyllm.train.prune_cmd import add_prune_parser
+
+    add_prune_parser(sub)
     for name, (_, what) in DELEGATES.items():
         sub.add_parser(name, help=f"{what} (see tinyllm {name} --help)", add_help=False)
     return p
@@ -178,7 +185,8 @@ def _cmd_train(args) -> int:
 
     overrides = parse_set(args.set)
     for key, value in (("device", args.device), ("max_iters", args.max_iters),
-                       ("seed", args.seed), ("sample_chars", args.sample_chars)):
+                       ("seed", args.seed), ("sample_chars", args.sample_chars),
+                       ("task_args.teacher", args.teacher)):
         if value is not None:
             overrides[key] = value
     if args.resume:
@@ -250,7 +258,13 @@ def _cmd_quantize(args) -> int:
     return run_quantize_command(args)
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval,
+def _cmd_prune(args) -> int:
+    from tinyllm.train.prune_cmd import run_prune_command
+
+    return run_prune_command(args)
+
+
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "prune": _cmd_prune,
             "quantize": _cmd_quantize}
 
 

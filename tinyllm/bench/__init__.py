@@ -23,7 +23,7 @@ from tinyllm import atomic
 
 __all__ = ["main"]
 
-DEFAULT_SUITES = "gpt,gpt-solo,mlp,generate,bpe,memory,matmul,malloc"
+DEFAULT_SUITES = "gpt,gpt-solo,mlp,generate,bpe,memory,matmul,malloc,data-parallel"
 
 
 def _parser() -> argparse.ArgumentParser:

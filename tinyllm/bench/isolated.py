@@ -187,9 +187,11 @@ def suite_malloc(opts: Options) -> list:
 def registry() -> tuple[dict, set]:
     """Every suite by name, and the names that only run on the CPU."""
     from tinyllm.bench import suites as S  # noqa: PLC0415
+    from tinyllm.bench.data_parallel import suite_data_parallel  # noqa: PLC0415
     from tinyllm.bench.fast_paths import suite_fast_paths  # noqa: PLC0415
 
     suites = {"gpt": S.suite_gpt, "gpt-solo": suite_gpt_solo, "mlp": S.suite_mlp,
               "generate": S.suite_generate, "bpe": S.suite_bpe, "memory": suite_memory,
-              "matmul": S.suite_matmul, "malloc": suite_malloc, "fast-paths": suite_fast_paths}
-    return suites, {"bpe", "memory", "malloc", "gpt-solo", "fast-paths"}
+              "matmul": S.suite_matmul, "malloc": suite_malloc, "fast-paths": suite_fast_paths,
+              "data-parallel": suite_data_parallel}
+    return suites, {"bpe", "memory", "malloc", "gpt-solo", "fast-paths", "data-parallel"}

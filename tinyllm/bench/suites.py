@@ -9,8 +9,10 @@ matmul    float32 GEMM GFLOP/s (the machine's ceiling and the baby step's shapes
 malloc    tinyllm's glibc ``mallopt`` tuning on and off (TINYLLM_MALLOPT), subprocesses
 gpt-solo  the baby step with each implementation alone in its own process
 fast-paths  the baby step with each Function's fast path on and off (``tinyllm.bench.fast_paths``)
+data-parallel  the baby step on 1 and 2 MPI processes, ZeRO-1, the all-reduce's bytes
 
-memory, malloc and gpt-solo live in ``tinyllm.bench.isolated``.
+memory, malloc and gpt-solo live in ``tinyllm.bench.isolated``, data-parallel in
+``tinyllm.bench.data_parallel``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 __all__ = ["TrainConfig", "ConfigError", "TASKS", "CORPORA", "TOKENIZERS", "DEVICES",
            "apply_overrides", "coerce", "load_json_config"]
 
-TASKS = ("lm", "mlm", "seq2seq", "classify", "bigram", "mlp")
+TASKS = ("lm", "mlm", "seq2seq", "classify", "bigram", "mlp", "distill")
 CORPORA = ("tinyshakespeare", "tang_poems", "couplets", "digits-reverse", "digits-sort",
            "tang_authors")
 TOKENIZERS = ("char", "digits")
@@ -30,7 +30,8 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("float32", "bfloat16", "float16")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
-                  "device", "sample_chars", "out", "divergence_factor", "verify_corpus")
+                  "device", "sample_chars", "out", "divergence_factor", "verify_corpus",
+                  "grad_accum_steps", "zero_stage")
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # what to train
     task: str = "lm"                    # lm (GPT) | mlm (BERT) | seq2seq | classify | bigram | mlp
+    #                                     | distill
     corpus: str = "tinyshakespeare"     # see CORPORA
     corpus_path: str | None = None      # a file of your own in the corpus's format (unchecked)
     verify_corpus: bool = True          # check the corpus file's size and SHA-256
@@ -64,6 +66,10 @@ class TrainConfig:
     weight_decay: float = 0.1
     betas: tuple = (0.9, 0.99)
     grad_clip: float = 1.0              # 0 turns clipping off
+    # several batches, one update (tinyllm.train.data_parallel): under mpiexec batch_size is
+    # each process's; its rows are split into grad_accum_steps micro-batches
+    grad_accum_steps: int = 1
+    zero_stage: int = 0                 # 1: AdamW's state sharded over the processes (ZeRO-1)
     divergence_factor: float = 10.0     # stop when the smoothed loss passes this many times its
                                         # lowest and its first value (0: never stop)
     precision: str = "float32"          # float32 | bfloat16 | float16 (tinyllm.precision)
@@ -121,7 +127,7 @@ class TrainConfig:
             raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                               f"got {self.device!r}")
         for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval",
-                    "eval_iters", "log_interval"):
+                    "eval_iters", "log_interval", "grad_accum_steps"):
             _positive(key, getattr(self, key))
         for key in ("max_iters", "warmup_iters", "sample_chars"):
             if getattr(self, key) < 0:
@@ -135,6 +141,11 @@ class TrainConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"config keys 'n_embd' ({self.n_embd}) and 'n_head' "
                               f"({self.n_head}): n_embd must be divisible by n_head")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(f"config keys 'batch_size' ({self.batch_size}) and "
+                              f"'grad_accum_steps' ({self.grad_accum_steps}): the batch must "
+                              "split into equal micro-batches")
+        _choice("zero_stage", self.zero_stage, (0, 1))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config key 'dropout' must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -50,6 +50,16 @@ class RunPrecision:
                 raise CheckpointError(f"{where}: the loss scaler's state cannot be restored "
                                       f"({e})") from None
 
+    def check_steps(self, data_parallel) -> None:
+        """Loss scaling runs in the single-batch step only: refuse it with grad_accum_steps or
+        data parallelism (the rounding policy itself works with both)."""
+        if data_parallel is not None and self.scaler is not None:
+            from tinyllm.train.config import ConfigError
+
+            raise ConfigError(f"precision={self.fmt} with loss scaling runs one batch per step; "
+                              "it is not yet combined with grad_accum_steps or data parallelism "
+                              "(use precision=bfloat16, which needs no scaling)")
+
     def step(self, loss, optimizer, params, lr: float, grad_clip: float) -> float:
         """One update from ``loss``, as ``train_step`` does, with the loss scaled when a scaler
         is in use (an overflowing step changes nothing but the scale)."""

@@ -67,6 +67,17 @@ PRESETS: dict[str, dict] = {
                        **{**_NANOGPT_OPT, "lr": 3e-3, "min_lr": 3e-4, "betas": (0.9, 0.999),
                           "weight_decay": 0.01, "grad_clip": 0.0}),
     },
+    "baby-distill": {
+        "about": "a 2-layer, 64-wide GPT student of Tiny Shakespeare distilled from --teacher RUN "
+                 "(e.g. a baby-shakespeare run): the same data, steps and optimizer",
+        "config": dict(task="distill", corpus="tinyshakespeare", tokenizer="char",
+                       n_layer=2, n_head=4, n_embd=64, block_size=64, dropout=0.0,
+                       batch_size=12, max_iters=2000, eval_interval=250, eval_iters=20,
+                       log_interval=10, sample_chars=200,
+                       task_args={"temperature": 2.0, "alpha": 0.5},
+                       **{**_NANOGPT_OPT, "betas": (0.9, 0.999), "weight_decay": 0.0,
+                          "grad_clip": 0.0}),
+    },
     "shakespeare-char": {
         "about": "GPT, nanoGPT's train_shakespeare_char (10.7M parameters; a GPU helps)",
         "config": dict(task="lm", corpus="tinyshakespeare", tokenizer="char",

@@ -29,6 +29,7 @@ import numpy as np
 from tinyllm import backend
 from tinyllm.precision import Precision
 from tinyllm.train import checkpoint as ckpt
+from tinyllm.train import data_parallel
 from tinyllm.train.config import RESUMABLE_KEYS, ConfigError, TrainConfig, apply_overrides
 from tinyllm.train.tasks import build_task
 
@@ -39,6 +40,7 @@ STALE = ("metrics.jsonl", "train_loss.jsonl", "loss.png")  # a checkpoint-less r
 
 def setup_device(device: str) -> str:
     try:
+        data_parallel.use_local_gpu(device)  # data parallel: each rank its own GPU
         backend.set_default_device(device)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(f"config key 'device': {device!r} cannot be used here: {e}") from None
@@ -108,8 +110,8 @@ def new_run(run_cls, cfg: TrainConfig | None, overrides: dict | None, out, defau
 
     cfg = apply_overrides(cfg or TrainConfig(), overrides or {})
     cfg.finalize().validate()
-    out = Path(out or cfg.out or default_out(cfg))
-    state = _folder_state(out)
+    out = Path(data_parallel.from_writer(out or cfg.out or default_out(cfg)))  # rank 0's
+    state = data_parallel.from_writer(_folder_state(out))  # as rank 0 saw it, before writing
     if state == "file":
         raise ConfigError(f"--out {out} is a file, not a folder: give the path of a folder for "
                           "the run (it is created if missing)")
@@ -130,7 +132,8 @@ def new_run(run_cls, cfg: TrainConfig | None, overrides: dict | None, out, defau
         else:
             task.model.load_state_dict(init.model)
     opt = task.optimizer()
-    _write_start(out, cfg, task)
+    if data_parallel.is_writer():  # data parallel: rank 0 alone writes
+        _write_start(out, cfg, task)
     run = run_cls(cfg, out, task, opt, np.random.default_rng(cfg.seed), {}, [], [], None)
     if restart_note:
         run.notes.append(restart_note)
@@ -158,7 +161,7 @@ def resume_run(run_cls, resume, overrides: dict | None):
         raise ckpt.CheckpointError(f"{resume} is not a folder: give the run folder that "
                                    "`tinyllm train --out` wrote")
     _check_overrides(overrides)
-    note = ckpt.recover(resume)
+    note = data_parallel.on_writer(ckpt.recover, resume)  # the other ranks wait for rank 0
     if not (resume / "state.json").exists() and (resume / "config.json").is_file():
         config = ckpt.read_json(resume / "config.json", "config.json")
         if not isinstance(config, dict):
@@ -185,7 +188,8 @@ def resume_run(run_cls, resume, overrides: dict | None):
     ckpt.set_rng_state(batch_rng, ck.state["batch_rng"], str(resume / "state.json"))
     ckpt.set_rng_state(backend.rng(), ck.state["tinyllm_rng"], str(resume / "state.json"))
     try:
-        ckpt.atomic_write_json(resume / "config.json", cfg.to_dict())
+        if data_parallel.is_writer():
+            ckpt.atomic_write_json(resume / "config.json", cfg.to_dict())
     except OSError as e:
         raise ckpt.RunFolderError(ckpt.write_failure(resume, "config.json", e,
                                                      "Nothing was changed", ck.step)) from None

@@ -38,7 +38,7 @@ def check_task_args(task_cls, cfg: TrainConfig) -> dict:
     """``cfg.task_args`` coerced to the types ``task_cls.TASK_ARGS`` declares, defaults filled;
     ``ConfigError`` for a key the task does not read."""
     spec = task_cls.TASK_ARGS
-    unknown = sorted(set(cfg.task_args) - set(spec))
+    unknown = sorted(set(cfg.task_args) - set(spec) - {"prune"})  # prune: any task (prune_cmd)
     if unknown:
         known = f"it reads {', '.join(sorted(spec))}" if spec else "it reads none"
         raise ConfigError(f"config key 'task_args.{unknown[0]}': task {cfg.task!r} has no such "
@@ -124,7 +124,10 @@ class Task:
 
         cfg = self.cfg
         groups = decay_groups(self.model.parameters(), cfg.weight_decay)
-        return AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        opt = AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        from tinyllm.train.prune_cmd import keep_pruned_zeros  # a pruned run keeps its zeros
+
+        return keep_pruned_zeros(self, opt)
 
     def model_config(self) -> dict:
         c = self.model.config

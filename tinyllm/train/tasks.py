@@ -335,4 +335,7 @@ TASK_CLASSES = {"lm": LMTask, "mlm": MLMTask, "seq2seq": Seq2SeqTask, "classify"
 
 def build_task(cfg: TrainConfig, tokenizer=None, load_data: bool = True) -> Task:
     """The task of ``cfg.task``; the model is freshly initialised from tinyllm's generator."""
-    return TASK_CLASSES[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)
+    from tinyllm.train.distill_task import DistillTask  # its own file (it subclasses LMTask)
+
+    classes = {**TASK_CLASSES, "distill": DistillTask}
+    return classes[cfg.task](cfg, tokenizer=tokenizer, load_data=load_data)

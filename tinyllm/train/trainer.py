@@ -37,6 +37,7 @@ import numpy as np
 
 from tinyllm import backend
 from tinyllm.train import checkpoint as ckpt
+from tinyllm.train import data_parallel
 from tinyllm.train.config import ConfigError, TrainConfig
 from tinyllm.train.logging import Progress, choose_mode, format_seconds
 from tinyllm.train.mixed_precision import RunPrecision
@@ -127,6 +128,8 @@ class Run:
         self.notes: list[str] = []  # what preparing the folder did, said when the run starts
         self.params = [p for p in task.model.parameters() if p.requires_grad]
         self.precision = RunPrecision(cfg, task.model, state)  # --set precision=bfloat16
+        self.dp = None  # data parallel: the DataParallel step, when a step has several batches
+        self.writer = data_parallel.is_writer()  # data parallel: rank 0 alone writes and prints
         self.t0 = time.perf_counter()
         self.plotted = -math.inf
 
@@ -147,23 +150,30 @@ class Run:
         return f"The last good checkpoint (step {self.last_ckpt}) in {self.out} is kept"
 
     # ------------------------------------------------------------------ one step
-    def step_once(self) -> float:
-        """One update from one training batch; returns its loss (checked to be finite)."""
+    def step_once(self, stop_requested: bool = False) -> float:
+        """One update from one training batch; returns its loss (checked to be finite).
+        ``stop_requested``: Ctrl-C was pressed (data parallel: told to the other ranks)."""
         cfg = self.cfg
         lr = self.lr(self.step)
-        inputs, ntok = self.task.batch("train", self.batch_rng)
         # overflow is checked explicitly (the loss, and the weights before each save)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            # host batches: the model checks the ids there and moves them itself, so a
-            # step on the GPU copies back only the loss (and the clipping norm)
-            loss = self.task.loss(inputs)
-            value = loss.item()
+            if self.dp is None:
+                inputs, ntok = self.task.batch("train", self.batch_rng)
+                # host batches: the model checks the ids there and moves them itself, so a
+                # step on the GPU copies back only the loss (and the clipping norm)
+                loss = self.task.loss(inputs)
+                value = loss.item()
+            else:  # data parallel: micro-batches' and ranks' gradients, summed
+                value, ntok = self.dp.forward_backward(self.batch_rng, self.step, stop_requested)
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"the loss became {value} at step {self.step + 1} (the last finite loss was "
                     f"{self.last_loss} at step {self.step}); stopping. {self.kept()}. Lower lr "
                     f"({cfg.lr}) or check grad_clip ({cfg.grad_clip})")
-            self.precision.step(loss, self.opt, self.params, lr, cfg.grad_clip)
+            if self.dp is None:
+                self.precision.step(loss, self.opt, self.params, lr, cfg.grad_clip)
+            else:
+                self.dp.update(lr)
         self.step += 1
         self.tokens += ntok
         return value
@@ -191,6 +201,8 @@ class Run:
     # ------------------------------------------------------------------ periodic work
     def _write(self, what: str, fn) -> None:
         """Run ``fn`` (writes into the run folder); a failure becomes a RunFolderError."""
+        if not self.writer:  # data parallel: rank 0 alone writes
+            return
         try:
             fn()
         except OSError as e:
@@ -206,7 +218,8 @@ class Run:
     def evaluate(self, progress: Progress) -> dict:
         cfg = self.cfg
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            rec = {"step": self.step, **estimate_loss(self.task, cfg)}
+            rec = {"step": self.step, **(estimate_loss(self.task, cfg) if self.dp is None
+                                         else self.dp.estimate_loss())}
         if not all(math.isfinite(rec[k]) for k in ("train_loss", "val_loss")):
             raise TrainingDiverged(
                 f"the evaluation loss is not finite at step {self.step} (train "
@@ -253,10 +266,12 @@ class Run:
                  "batch_rng": self.batch_rng.bit_generator.state,
                  "tinyllm_rng": backend.rng().bit_generator.state,
                  "tokenizer": ckpt.TOKENIZER_FILE, "config": "config.json",
+                 "world_size": 1 if self.dp is None else self.dp.world,
                  **self.precision.state()}
         self.write_logs()
+        opt_state = self.opt.state_dict()  # data parallel: under ZeRO every rank gathers
         self._write(f"the checkpoint of step {self.step}", lambda: ckpt.save_checkpoint(
-            self.out, self.step, self.task.model.state_dict(), self.opt.state_dict(), state,
+            self.out, self.step, self.task.model.state_dict(), opt_state, state,
             model_meta(self.task)))
         self.last_ckpt = self.step
 
@@ -278,6 +293,7 @@ def _all_finite(model) -> bool:
 
 
 # ----------------------------------------------------------------------------------- train()
+@data_parallel.stop_all_on_error
 def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = None,
           out=None, quiet: bool = False, mode: str | None = None) -> TrainResult:
     """Train ``cfg`` into a new run folder, or continue the run in ``resume``.
@@ -290,8 +306,11 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     backend.tune_malloc()  # keep freed activations in the heap (TINYLLM_MALLOPT=0: off)
     run = (resume_run(Run, resume, overrides) if resume is not None
            else new_run(Run, cfg, overrides, out, default_out))
+    run.dp = data_parallel.setup(run)  # None: plain steps in one process
+    run.precision.check_steps(run.dp)
     cfg, task, model = run.cfg, run.task, run.task.model
-    progress = Progress(cfg.max_iters, run.step, mode or choose_mode(quiet), cfg.log_interval)
+    progress = Progress(cfg.max_iters, run.step, (mode or choose_mode(quiet)) if run.writer
+                        else "silent", cfg.log_interval)  # data parallel: rank 0 prints
     for note in run.notes + task.notes():
         progress.message(note)
     nparams = sum(p.size for p in model.parameters())
@@ -300,6 +319,8 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     progress.message(f"{what}: {type(model).__name__} ({nparams / 1e6:.2f}M parameters), task "
                      f"{task.kind}, corpus {cfg.corpus}, vocabulary {task.tokenizer.vocab_size}, "
                      f"{cfg.max_iters} steps on {cfg.device}")
+    if run.dp is not None:
+        progress.message(run.dp.describe())
     model.train()
     tok_s, t_last, tok_last = 0.0, time.perf_counter(), 0
     start_tokens, t_train = run.tokens, time.perf_counter()
@@ -308,13 +329,13 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
             if run.step == 0 and run.resumed_from is None and cfg.max_iters > 0:
                 run.evaluate(progress)
             while run.step < cfg.max_iters:
-                if stop.set:
+                if stop.set if run.dp is None else run.dp.stop:  # data parallel: any rank's Ctrl-C
                     if run.step != run.last_ckpt:
                         run.save()
                     raise TrainingInterrupted(
                         f"interrupted at step {run.step}; checkpoint saved in {run.out}. "
                         f"Continue with: tinyllm train --resume {run.out}")
-                value = run.step_once()
+                value = run.step_once(stop.set)
                 run.record(value)
                 now = time.perf_counter()
                 if now - t_last >= 1.0 or run.step == cfg.max_iters:
@@ -340,7 +361,8 @@ def _finish(run: Run, progress: Progress, train_s: float, start_tokens: int) -> 
     progress.always(f"done: {run.step} steps in {format_seconds(run.elapsed)} "
                     f"(this session {format_seconds(train_s)}), {best}, {tps:,.0f} tokens/s; "
                     f"run folder {run.out}")
-    text = task.end_sample(cfg.sample_chars, cfg.seed) if cfg.sample_chars else None
+    text = (task.end_sample(cfg.sample_chars, cfg.seed) if cfg.sample_chars and run.writer
+            else None)  # data parallel: rank 0 alone samples
     if text is not None:
         result.samples.append(text)
         progress.always(f"sample ({cfg.sample_chars} characters, temperature 0.8):\n{text}")
