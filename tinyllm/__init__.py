@@ -6,6 +6,7 @@
 """
 
 from tinyllm import functional
+from tinyllm.activation_checkpoint import checkpoint
 from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad
 from tinyllm.backend import fast_paths, get_default_device, manual_seed, set_default_device
 from tinyllm.gradcheck import GradcheckError, gradcheck
@@ -36,6 +37,7 @@ __all__ = [
     "concatenate", "cat", "stack", "where", "exp", "log", "sqrt", "tanh", "is_tensor", "no_grad",
     "enable_grad", "is_grad_enabled", "Function", "gradcheck", "GradcheckError", "manual_seed",
     "set_default_device", "get_default_device", "fast_paths", "functional", "save", "load",
+    "checkpoint",
 ]
 
 

@@ -6,6 +6,7 @@
     tinyllm chat --ckpt DIR
     tinyllm sample --ckpt DIR --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 200
     tinyllm eval --ckpt DIR
+    tinyllm quantize --ckpt DIR --bits 4 --group-size 32 --out DIR-q4
     tinyllm prune --ckpt DIR --sparsity 0.5 --out DIR-p50 [--method 2:4|heads|...] [--finetune-iters N]
     tinyllm bench ... | tinyllm course ... | tinyllm demo ...
 
@@ -140,6 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
+    from tinyllm.train.quantize_cmd import add_quantize_parser
+
+    add_quantize_parser(sub)
+
     from tinyllm.train.prune_cmd import add_prune_parser
 
     add_prune_parser(sub)
@@ -252,13 +257,20 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_quantize(args) -> int:
+    from tinyllm.train.quantize_cmd import run_quantize_command
+
+    return run_quantize_command(args)
+
+
 def _cmd_prune(args) -> int:
     from tinyllm.train.prune_cmd import run_prune_command
 
     return run_prune_command(args)
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "prune": _cmd_prune}
+COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "prune": _cmd_prune,
+            "quantize": _cmd_quantize}
 
 
 def user_errors() -> tuple:

@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from tinyllm import functional as F
+from tinyllm.activation_checkpoint import checkpoint
 from tinyllm.backend import get_array_module, np, to_device
 from tinyllm.ids import as_ids, as_mask
 from tinyllm.models.generation import GenerationMixin
@@ -54,6 +55,7 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
     activation: str = "gelu"  # GPT-2 checkpoints use "gelu_new" (the tanh approximation)
     layer_norm_eps: float = 1e-5
+    checkpoint_blocks: bool = False  # recompute each block in backward (tl.checkpoint): less memory
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -69,6 +71,9 @@ class GPTConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"GPTConfig.activation {self.activation!r} is unknown; choose from "
                              f"{sorted(ACTIVATIONS)}")
+        if not isinstance(self.checkpoint_blocks, bool):
+            raise ValueError(f"GPTConfig.checkpoint_blocks must be true or false, got "
+                             f"{self.checkpoint_blocks!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"GPTConfig.layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
 
@@ -153,6 +158,15 @@ class Block(Module):
         # END SOLUTION
         return x
 
+    use_checkpoint = False  # set from GPTConfig.checkpoint_blocks by GPT
+
+    def __call__(self, x, mask=None, cache: KVCache | None = None):
+        """``forward``; with ``use_checkpoint`` (and no cache) through ``tl.checkpoint``, which
+        keeps only the block's input and reruns its forward during backward (lesson 14)."""
+        if self.use_checkpoint and cache is None:
+            return checkpoint(self.forward, x, mask, None)
+        return self.forward(x, mask, cache)
+
 
 class GPT(PretrainedMixin, GenerationMixin, Module):
     """The GPT language model: ``GPT(config)``; ``model(idx, targets=None)``."""
@@ -170,6 +184,8 @@ class GPT(PretrainedMixin, GenerationMixin, Module):
         self.wpe = LearnedPositionalEmbedding(c.block_size, c.n_embd, init_std=INIT_STD)
         self.drop = Dropout(c.dropout)
         self.blocks = ModuleList(Block(c, proj_std) for _ in range(c.n_layer))
+        for block in self.blocks:
+            block.use_checkpoint = c.checkpoint_blocks
         self.ln_f = LayerNorm(c.n_embd, c.layer_norm_eps, bias=c.bias)
 
     # ------------------------------------------------------------------ forward

@@ -27,6 +27,7 @@ CORPORA = ("tinyshakespeare", "tang_poems", "couplets", "digits-reverse", "digit
            "tang_authors")
 TOKENIZERS = ("char", "digits")
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("float32", "bfloat16", "float16")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
                   "device", "sample_chars", "out", "divergence_factor", "verify_corpus",
@@ -71,6 +72,8 @@ class TrainConfig:
     zero_stage: int = 0                 # 1: AdamW's state sharded over the processes (ZeRO-1)
     divergence_factor: float = 10.0     # stop when the smoothed loss passes this many times its
                                         # lowest and its first value (0: never stop)
+    precision: str = "float32"          # float32 | bfloat16 | float16 (tinyllm.precision)
+    loss_scale: float | None = None     # None: dynamic loss scaling for float16; a number: fixed
     # bookkeeping
     eval_interval: int = 250
     eval_iters: int = 20
@@ -116,6 +119,10 @@ class TrainConfig:
         _choice("task", self.task, TASKS)
         _choice("corpus", self.corpus, CORPORA)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _choice("precision", self.precision, PRECISIONS)
+        if self.loss_scale is not None and not self.loss_scale > 0:
+            raise ConfigError(f"config key 'loss_scale' must be a positive number or null "
+                              f"(dynamic scaling for float16), got {self.loss_scale}")
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                               f"got {self.device!r}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyllm import backend
+from tinyllm.precision import Precision
 from tinyllm.train import checkpoint as ckpt
 from tinyllm.train import data_parallel
 from tinyllm.train.config import RESUMABLE_KEYS, ConfigError, TrainConfig, apply_overrides
@@ -65,6 +66,11 @@ def build_from_checkpoint(cfg: TrainConfig, ck: ckpt.Checkpoint, load_data: bool
     """The task of ``cfg`` with the run's tokenizer and the checkpoint's weights."""
     setup_device(cfg.device)
     task = build_task(cfg, tokenizer=ck.tokenizer, load_data=load_data)
+    if "quantization" in ck.model_meta:  # a folder `tinyllm quantize` wrote: integer weights
+        from tinyllm.train.quantize_cmd import apply_saved_quantization
+
+        apply_saved_quantization(task.model, ck.model_meta, ck.run_dir / "model.safetensors")
+    Precision(cfg.precision).apply(task.model)  # computes as it was trained (bfloat16, ...)
     try:
         task.model.load_state_dict(ck.model)
     except (KeyError, ValueError) as e:

@@ -40,6 +40,7 @@ from tinyllm.train import checkpoint as ckpt
 from tinyllm.train import data_parallel
 from tinyllm.train.config import ConfigError, TrainConfig
 from tinyllm.train.logging import Progress, choose_mode, format_seconds
+from tinyllm.train.mixed_precision import RunPrecision
 from tinyllm.train.run_folder import StopFlag, new_run, resume_run
 from tinyllm.train.task import Task
 
@@ -126,6 +127,7 @@ class Run:
         self.losses: list[float] = []
         self.notes: list[str] = []  # what preparing the folder did, said when the run starts
         self.params = [p for p in task.model.parameters() if p.requires_grad]
+        self.precision = RunPrecision(cfg, task.model, state)  # --set precision=bfloat16
         self.dp = None  # data parallel: the DataParallel step, when a step has several batches
         self.writer = data_parallel.is_writer()  # data parallel: rank 0 alone writes and prints
         self.t0 = time.perf_counter()
@@ -151,8 +153,6 @@ class Run:
     def step_once(self, stop_requested: bool = False) -> float:
         """One update from one training batch; returns its loss (checked to be finite).
         ``stop_requested``: Ctrl-C was pressed (data parallel: told to the other ranks)."""
-        from tinyllm.train.step import train_step
-
         cfg = self.cfg
         lr = self.lr(self.step)
         # overflow is checked explicitly (the loss, and the weights before each save)
@@ -171,7 +171,7 @@ class Run:
                     f"{self.last_loss} at step {self.step}); stopping. {self.kept()}. Lower lr "
                     f"({cfg.lr}) or check grad_clip ({cfg.grad_clip})")
             if self.dp is None:
-                train_step(loss, self.opt, self.params, lr, cfg.grad_clip)
+                self.precision.step(loss, self.opt, self.params, lr, cfg.grad_clip)
             else:
                 self.dp.update(lr)
         self.step += 1
@@ -226,6 +226,7 @@ class Run:
                 f"{rec['train_loss']}, val {rec['val_loss']}; last finite training loss "
                 f"{self.last_loss}). {self.kept()}")
         rec.update(self.task.metrics(np.random.default_rng([cfg.seed, 3])))
+        rec.update(self.precision.metrics())
         self.task.model.train()
         rec.update(lr=self.lr(max(self.step - 1, 0)), elapsed_s=round(self.elapsed, 3),
                    tokens=self.tokens)
@@ -265,7 +266,8 @@ class Run:
                  "batch_rng": self.batch_rng.bit_generator.state,
                  "tinyllm_rng": backend.rng().bit_generator.state,
                  "tokenizer": ckpt.TOKENIZER_FILE, "config": "config.json",
-                 "world_size": 1 if self.dp is None else self.dp.world}
+                 "world_size": 1 if self.dp is None else self.dp.world,
+                 **self.precision.state()}
         self.write_logs()
         opt_state = self.opt.state_dict()  # data parallel: under ZeRO every rank gathers
         self._write(f"the checkpoint of step {self.step}", lambda: ckpt.save_checkpoint(
@@ -305,6 +307,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     run = (resume_run(Run, resume, overrides) if resume is not None
            else new_run(Run, cfg, overrides, out, default_out))
     run.dp = data_parallel.setup(run)  # None: plain steps in one process
+    run.precision.check_steps(run.dp)
     cfg, task, model = run.cfg, run.task, run.task.model
     progress = Progress(cfg.max_iters, run.step, (mode or choose_mode(quiet)) if run.writer
                         else "silent", cfg.log_interval)  # data parallel: rank 0 prints
