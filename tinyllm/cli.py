@@ -81,17 +81,7 @@ def non_negative_int(text: str) -> int:
     return _count(text, 0)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from tinyllm.train.presets import PRESETS
-
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the Python traceback of an error")
-    p = ArgumentParser(prog="tinyllm", parents=[debug], description="tinyllm: train, sample "
-                       "and evaluate small language models on a NumPy autograd engine")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           parser_class=ArgumentParser)
-
+def _add_train(sub, debug, PRESETS) -> None:
     t = sub.add_parser("train", parents=[debug],
                        help="train a model (a preset, a JSON config, --set overrides)",
                        description="presets: " + "; ".join(f"{k}: {v['about']}"
@@ -115,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", metavar="DIR", help="the teacher run folder of a distillation "
                    "(task distill, e.g. --preset baby-distill)")
 
+
+def _add_sample(sub, debug) -> None:
     s = sub.add_parser("sample", parents=[debug], help="generate text from a trained run")
     s.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
     s.add_argument("--prompt", default="", help="text to continue (default: a newline)")
@@ -133,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--device", default=None)
 
+
+def _add_eval(sub, debug) -> None:
     e = sub.add_parser("eval", parents=[debug],
                        help="train/validation loss and task metrics of a run")
     e.add_argument("--ckpt", required=True, metavar="DIR", help="a run folder")
@@ -140,6 +134,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="batches per split (default: the run's eval_iters)")
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tinyllm.train.presets import PRESETS
+
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the Python traceback of an error")
+    p = ArgumentParser(prog="tinyllm", parents=[debug], description="tinyllm: train, sample "
+                       "and evaluate small language models on a NumPy autograd engine")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=ArgumentParser)
+
+    _add_train(sub, debug, PRESETS)
+    _add_sample(sub, debug)
+    _add_eval(sub, debug)
 
     from tinyllm.train.quantize_cmd import add_quantize_parser
 
