@@ -420,9 +420,12 @@ def test_a_reply_ends_at_any_chat_token():
 # ---------------------------------------------------------------------- tinyllm chat
 def _chat(args, stdin_text=None, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1")
+    # SIGINT back to its default in the child: a shell without job control starts background
+    # jobs (CI's, say) with SIGINT ignored, and Python then never raises KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "tinyllm", "chat", *args], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def test_chat_streams_replies_from_stdin_and_exits_on_end_of_input(runs):
