@@ -418,8 +418,13 @@ def test_non_finite_logits_raise(bad, word, kw):
     with pytest.raises(ValueError, match=word):
         generate(_Table(row), np.array([[0]]), 3, **kw)
     if bad == "all -inf":  # one -inf is a token ruled out, not an error
-        out = generate(_Table([0.0, -np.inf, 2.0, 0.5]), np.array([[0]]), 3, **kw)
-        assert 1 not in out[0, 1:].tolist()
+        out = generate(_Table([0.1, -np.inf, 0.2, 0.0]), np.array([[0]]), 40, **kw)[0, 1:]
+        out = out.tolist()
+        assert 1 not in out, f"token 1 (logit -inf) was generated: {out}"
+        if kw.get("do_sample"):  # close logits: the draws visit the other tokens
+            assert len(set(out)) > 1, f"40 draws from near-equal logits all gave {out[0]}"
+        else:  # greedy and beams: the best finite token every step
+            assert out == [2] * 40, out
 
 
 def test_nan_weights_raise_instead_of_token_zero(rng):
