@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tinyllm import backend
 
-__all__ = ["IdError", "IdTypeError", "as_ids", "as_mask", "check_ids"]
+__all__ = ["IdError", "IdTypeError", "as_ids", "as_mask", "check_ids", "mask_positions"]
 
 
 class IdError(ValueError, IndexError):
@@ -99,3 +99,11 @@ def check_ids(ids, high: int, name: str, *, kind: str = "id", ignore_index=None,
     at = f"{name}[{', '.join(map(str, where))}]" if where else name
     allowed = f"{within} [0, {high})" if within else f"[0, {high})"
     raise IdError(f"{kind} {value} at {at}: {name} holds {value}, outside {allowed}{hint}")
+
+
+def mask_positions(real, offset: int = 0, dummy: int = 1):
+    """Positions of the tokens of a padded batch, as transformers numbers them: ``real`` (B, S) is
+    True at real tokens; a real token's position is the number of real tokens before it
+    (cumsum(real) - 1), a padded one gets ``dummy``. Returns (B, S - offset): the new positions."""
+    xp = backend.get_array_module(real)
+    return xp.where(real, xp.cumsum(real, axis=1) - 1, dummy)[:, offset:]

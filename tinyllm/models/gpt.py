@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, fields
 
 from tinyllm import functional as F
 from tinyllm.activation_checkpoint import checkpoint
-from tinyllm.backend import get_array_module, np, to_device
-from tinyllm.ids import as_ids, as_mask
+from tinyllm.backend import np, to_device
+from tinyllm.ids import as_ids, as_mask, mask_positions
 from tinyllm.models.generation import GenerationMixin
 from tinyllm.models.hub import PretrainedMixin
 from tinyllm.models.presets import PRESETS, preset_config
@@ -240,9 +240,7 @@ class GPT(PretrainedMixin, GenerationMixin, Module):
         # one entry per cached and new position
         dev = self.wte.weight.device
         real = as_mask(attention_mask, "attention_mask", (b, offset + t), dev)
-        xp = get_array_module(real)  # a host mask: positions on the host, checked there
-        pos = xp.cumsum(real, axis=1) - 1  # the number of real tokens before each one
-        pos = xp.where(real, pos, min(1, block_size - 1))[:, offset:]
+        pos = mask_positions(real, offset, dummy=min(1, block_size - 1))  # where the mask lives
         return pos, to_device(real[:, None, None, :], dev)  # moved once, for every block
 
     # ------------------------------------------------------------------ generation hooks

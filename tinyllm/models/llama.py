@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from tinyllm import backend
 from tinyllm import functional as F
 from tinyllm.backend import np
-from tinyllm.ids import as_ids, as_mask
+from tinyllm.ids import as_ids, as_mask, mask_positions
 from tinyllm.models.generation import GenerationMixin
 from tinyllm.models.hub import PretrainedMixin
 from tinyllm.nn.attention import KVCache
@@ -158,8 +158,7 @@ class Llama(PretrainedMixin, GenerationMixin, Module):
             raise ValueError(f"attention_mask must have shape (B, cached + T) = {(b, offset + t)}"
                              f" (one entry per cached and new position), got {tuple(real.shape)}")
         real = backend.to_device(real, dev)
-        xp = backend.get_array_module(real)
-        pos = xp.where(real, xp.cumsum(real, axis=1) - 1, 1)[:, offset:]
+        pos = mask_positions(real, offset)
         return (*self.rope.rows(pos, like), real[:, None, None, :])
 
     def _check_ids(self, idx, kv_caches):
