@@ -7,8 +7,9 @@
 
 Operators and methods build ``Function`` objects from the modules above this one (``ops``,
 ``elementwise``, ``reductions``, ``shape_ops``, ``functional``); the arithmetic itself happens
-there, one Function per operation, forward and backward side by side. ``Tensor`` implements
-the node protocol of ``tinyllm.autograd`` (which never imports this module).
+there, one Function per operation, forward and backward side by side. The arithmetic operators
+come from ``tinyllm.tensor_operators``, the other methods from ``tinyllm.tensor_methods``.
+``Tensor`` implements the node protocol of ``tinyllm.autograd`` (which never imports this module).
 
 Semantics follow PyTorch; where they differ the method says so (``max``/``min`` with an axis
 return values only; ``var``/``std`` default to the population variance; ``size`` is a property).
@@ -18,13 +19,14 @@ work as dict keys and in sets (and ``t in list`` compares elementwise, as in PyT
 
 from __future__ import annotations
 
-from tinyllm import backend, elementwise, ops, shape_ops
+from tinyllm import backend, ops, shape_ops
 from tinyllm.autograd import Node, operand_data, run_backward
 from tinyllm.backend import np
 from tinyllm.tensor_methods import TensorMethods, _sizes
+from tinyllm.tensor_operators import TensorOperators
 
 
-class Tensor(TensorMethods, Node):
+class Tensor(TensorOperators, TensorMethods, Node):
     __slots__ = ("data", "grad", "requires_grad", "grad_fn", "_retain_grad", "__weakref__")
     __array_priority__ = 1000  # numpy_array * tensor calls Tensor.__rmul__
 
@@ -185,67 +187,6 @@ class Tensor(TensorMethods, Node):
 
     def zero_grad(self) -> None:
         self.grad = None
-
-    # ------------------------------------------------------------------ arithmetic
-    def __add__(self, other):
-        return ops.Add()(self, other)
-
-    def __radd__(self, other):
-        return ops.Add()(other, self)
-
-    def add(self, other, alpha=1):
-        """self + alpha * other."""
-        return self + (other if alpha == 1 else other * alpha)
-
-    def __sub__(self, other):
-        return ops.Sub()(self, other)
-
-    def __rsub__(self, other):
-        return ops.Sub()(other, self)
-
-    def sub(self, other, alpha=1):
-        """self - alpha * other."""
-        return self - (other if alpha == 1 else other * alpha)
-
-    def __mul__(self, other):
-        return ops.Mul()(self, other)
-
-    def __rmul__(self, other):
-        return ops.Mul()(other, self)
-
-    def mul(self, other):
-        return self * other
-
-    def __truediv__(self, other):
-        return ops.Div()(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.Div()(other, self)
-
-    def div(self, other):
-        return self / other
-
-    def __neg__(self):
-        return ops.Neg()(self)
-
-    def __pow__(self, exponent):
-        """x ** p: a Python number p is a constant (``ops.Pow``); a tensor or array exponent gets
-        its own gradient (``elementwise.Power``)."""
-        if isinstance(exponent, (int, float, np.generic)):
-            return ops.Pow(exponent)(self)
-        return elementwise.Power()(self, exponent)
-
-    def __rpow__(self, base):
-        return elementwise.Power()(base, self)
-
-    def pow(self, exponent):
-        return self ** exponent
-
-    def __matmul__(self, other):
-        return ops.MatMul()(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.MatMul()(other, self)
 
     # ------------------------------------------------------------------ comparisons
     def _compare(self, other, fn):

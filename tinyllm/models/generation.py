@@ -40,7 +40,8 @@ per-row inputs that stay fixed while decoding (the encoder-decoder's ``memory`` 
 Logits that hold NaN or +inf (or a row of only -inf) stop generation with an error: no token
 can be chosen from them. A -inf logit alone is a token ruled out (probability 0).
 
-Exercise 10.1 is ``top_p_filter``.
+Beam search lives in ``tinyllm.models.beam_search`` and the model driver that every search
+reads its logits from in ``tinyllm.models.model_driver``. Exercise 10.1 is ``top_p_filter``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ import math
 
 from tinyllm import backend
 from tinyllm.backend import np
-from tinyllm.ids import as_ids, as_mask, check_ids
+from tinyllm.ids import as_ids, as_mask
+from tinyllm.models.beam_search import beam_search
+from tinyllm.models.model_driver import ModelDriver, log_softmax, repeat_rows
 from tinyllm.nn.inference import eval_mode
-from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = ["GenerationMixin", "generate", "beam_search", "top_k_filter", "top_p_filter",
            "sample_next", "check_sampling_args"]
@@ -69,14 +71,8 @@ def top_k_filter(logits, k: int):
     return np.where(logits < kth, -np.inf, logits)
 
 
-def _log_softmax(x):
-    """log softmax along the last axis of a NumPy array (float64 on the host)."""
-    s = x - x.max(axis=-1, keepdims=True)
-    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
-
-
 def _softmax(x):
-    return np.exp(_log_softmax(x))  # one NumPy log-softmax serves both
+    return np.exp(log_softmax(x))  # one NumPy log-softmax serves both
 
 
 def top_p_filter(logits, top_p: float):
@@ -112,88 +108,6 @@ def sample_next(logits, temperature: float, top_k, top_p, rng):
     cdf = np.cumsum(_softmax(logits), axis=-1)
     u = rng.random(len(logits))[:, None] * cdf[:, -1:]
     return np.minimum((cdf <= u).sum(axis=-1), logits.shape[-1] - 1)  # inverse CDF
-
-
-# ---------------------------------------------------------------------------- the model driver
-def _repeat_rows(x, n: int):
-    """Each row (axis 0) of ``x`` (NumPy, backend array or Tensor, or None) ``n`` times."""
-    if x is None or n == 1:
-        return x
-    if isinstance(x, Tensor):
-        return as_tensor(_repeat_rows(x.data, n))
-    return backend.get_array_module(x).repeat(x, n, axis=0)
-
-
-class _Decoder:
-    """Runs the model for generation: the prompt once, then one token per step (with a cache),
-    or the whole (cropped) context every step (without). Hands back float64 host logits (N, V),
-    checked finite, ``suppress`` tokens set to -inf."""
-
-    def __init__(self, model, use_cache: bool, mask=None, model_kwargs=None, suppress=(),
-                 tokens=None):
-        self.model = model
-        self.block = getattr(model, "block_size", None)
-        self.use_cache = use_cache and hasattr(model, "new_kv_caches")
-        self.caches = None
-        self.cached = 0  # positions in the caches
-        self.mask = mask  # (N, T) host booleans; each generated token adds a real position
-        self.kwargs = dict(model_kwargs or {})
-        self.suppress = list(suppress)
-        self.tokens = tokens or {}  # {argument name: token ids}, checked against V at the start
-        self.steps = 0
-
-    def _run(self, ids, caches, mask):
-        kw = self.kwargs if mask is None else {**self.kwargs, "attention_mask": mask}
-        logits = self.model.next_token_logits(ids, kv_caches=caches, **kw)
-        logits = logits.numpy() if isinstance(logits, Tensor) else backend.to_device(logits, "cpu")
-        logits = np.array(logits, dtype=np.float64)
-        self.steps += 1
-        # -inf is a probability of 0 (a token ruled out); NaN, +inf or a row of nothing but
-        # -inf rule out no token and every token alike: an error, never a made-up token 0
-        bad = np.isnan(logits) | np.isposinf(logits)
-        if bad.any() or np.isneginf(logits).all(axis=1).any():
-            what = ("NaN" if np.isnan(logits).any() else "+inf" if bad.any()
-                    else "rows of only -inf (infinite values)")
-            rows = np.flatnonzero(bad.any(axis=1) | np.isneginf(logits).all(axis=1)).tolist()
-            raise ValueError(f"generate: the model's logits hold {what} at step {self.steps} "
-                             f"(rows {rows[:8]}), so no token can be chosen; check the model's "
-                             "weights (a diverged training run?) and its inputs")
-        if self.suppress:
-            logits[:, self.suppress] = -np.inf
-        return logits
-
-    def start(self, ids):
-        """Logits (N, V) after the prompt ``ids`` (N, T)."""
-        if self.use_cache and (self.block is None or ids.shape[1] <= self.block):
-            self.caches = self.model.new_kv_caches()
-            self.cached = ids.shape[1]
-            logits = self._run(ids, self.caches, self.mask)
-        else:
-            logits = self._run(*self._crop(ids))
-        for name, values in self.tokens.items():  # the vocabulary is known now: V
-            check_ids(np.asarray(values, dtype=np.int64), logits.shape[1], name,
-                      kind="token id", hint=" (the model's vocabulary)")
-        return logits
-
-    def step(self, ids):
-        """Logits (N, V) after ``ids`` (N, T + 1): the previous sequence plus one new token."""
-        if self.mask is not None:
-            self.mask = np.concatenate([self.mask, np.ones((len(ids), 1), dtype=bool)], axis=1)
-        if self.caches is not None and (self.block is None or self.cached < self.block):
-            self.cached += 1
-            return self._run(ids[:, -1:], self.caches, self.mask)
-        self.caches = None  # full (or never used): recompute the cropped context from here on
-        return self._run(*self._crop(ids))
-
-    def reorder(self, index):  # the rows of one prompt share their mask and model_kwargs
-        for c in self.caches or ():
-            c.reorder(index)
-
-    def _crop(self, ids):
-        if self.block is None or ids.shape[1] <= self.block:
-            return ids, None, self.mask
-        mask = None if self.mask is None else self.mask[:, -self.block:]
-        return ids[:, -self.block:], None, mask
 
 
 # ---------------------------------------------------------------------------- checks
@@ -294,8 +208,8 @@ def generate(model, idx, max_new_tokens: int, do_sample: bool = False, temperatu
                                early_stopping, eos, pad, use_cache, **options)[0]
         rng = np.random.default_rng(seed) if seed is not None else backend.rng()
         pad = pads[0] if pads else (eos[0] if eos else 0)
-        dec = _Decoder(model, use_cache, _repeat_rows(mask, nrs),
-                       {k: _repeat_rows(v, nrs) for k, v in (model_kwargs or {}).items()},
+        dec = ModelDriver(model, use_cache, repeat_rows(mask, nrs),
+                       {k: repeat_rows(v, nrs) for k, v in (model_kwargs or {}).items()},
                        options["suppress_tokens"], options["check_tokens"])
         sampler = (lambda lo: sample_next(lo, temperature, top_k, top_p, rng)) if do_sample \
             else (lambda lo: lo.argmax(axis=-1))
@@ -319,87 +233,6 @@ def _decode(dec, ids, max_new_tokens, choose, eos, pad, streamer=None):
     return ids
 
 
-def beam_search(model, ids, max_new_tokens: int, num_beams: int, num_return_sequences: int = 1,
-                length_penalty: float = 1.0, early_stopping=False, eos=(), pad: int = 0,
-                use_cache: bool = True, attention_mask=None, model_kwargs=None,
-                suppress_tokens=(), check_tokens=None):
-    """Beam search as in ``transformers`` (>= 4.50): returns (sequences, scores).
-
-    sequences (B * num_return_sequences, T + n) int64, best first for each prompt; scores are
-    the finished hypotheses' sum of log-probabilities / (generated length ** length_penalty).
-    Each step takes the 2 * num_beams best continuations of all beams (so that num_beams stay
-    alive even if some end in eos); those among the top num_beams that end in eos, or reach
-    max_new_tokens, join the finished list (the num_beams best are kept); the best unfinished
-    num_beams continue. ``early_stopping`` (False, True or "never") decides when to stop before
-    max_new_tokens once num_beams hypotheses are finished. ``attention_mask``, ``model_kwargs``
-    and ``suppress_tokens`` are ``generate``'s. Call it under ``no_grad``. (One step of the
-    search is the loop body; cut in pieces, its state would pass through a dozen arguments.)
-    """
-    b, t0 = ids.shape
-    k = num_beams
-    eos = list(eos)
-    keep = max(2, 1 + len(eos)) * k
-    max_len = t0 + max_new_tokens
-    running = np.repeat(ids, k, axis=0).reshape(b, k, t0)
-    run_scores = np.zeros((b, k))
-    run_scores[:, 1:] = -1e9  # all beams start equal: only the first one may expand at step 0
-    # the finished list: sequences, scores, generated lengths, whether the slot holds one
-    fin = (np.full((b, k, max_len), pad, dtype=np.int64), np.full((b, k), -1e9),
-           np.zeros((b, k), dtype=np.int64), np.zeros((b, k), dtype=bool))
-    may_improve = np.ones(b, dtype=bool)  # can a running beam still beat the finished ones?
-    top_k_mask = np.arange(keep) < k
-    dec = _Decoder(model, use_cache, _repeat_rows(attention_mask, k),
-                   {n: _repeat_rows(v, k) for n, v in (model_kwargs or {}).items()},
-                   suppress_tokens, check_tokens)
-    for step in range(max_new_tokens):
-        cur = t0 + step  # length before this step's token
-        flat = running.reshape(b * k, cur)
-        logits = dec.start(flat) if step == 0 else dec.step(flat)
-        v = logits.shape[-1]
-        scores = (_log_softmax(logits).reshape(b, k, v) + run_scores[:, :, None]).reshape(b, k * v)
-        top = np.argsort(-scores, axis=-1, kind="stable")[:, :keep]
-        top_scores = np.take_along_axis(scores, top, axis=-1)
-        beam, token = top // v, top % v
-        cand = np.concatenate([np.take_along_axis(running, beam[:, :, None], axis=1),
-                               token[:, :, None]], axis=2)  # (b, keep, cur + 1)
-        hits = np.isin(token, eos) | (cur + 1 >= max_len)
-        # the best unfinished continuations run on
-        alive_scores = top_scores - 1e9 * hits
-        nxt = np.argsort(-alive_scores, axis=-1, kind="stable")[:, :k]
-        running = np.take_along_axis(cand, nxt[:, :, None], axis=1)
-        run_scores = np.take_along_axis(alive_scores, nxt, axis=-1)
-        src_beam = np.take_along_axis(beam, nxt, axis=-1)
-        # the finished ones among the top k join the finished list if they beat its worst
-        norm = top_scores / float(cur + 1 - t0) ** length_penalty
-        full = fin[3].all(axis=1) & (early_stopping is True)
-        norm = norm - 1e9 * (full | ~may_improve)[:, None] - 1e9 * ~(hits & top_k_mask)
-        fin = _merge_finished(fin, cand, norm, cur + 1 - t0, hits & top_k_mask, pad)
-        dec.reorder((src_beam + k * np.arange(b)[:, None]).reshape(-1))
-        # stop when no running beam can improve on a full finished list, or nothing can continue
-        gen = max_new_tokens if (early_stopping == "never" and length_penalty > 0) else cur + 1 - t0
-        best_running = run_scores[:, 0] / float(gen) ** length_penalty
-        worst_fin = np.where(fin[3], fin[1].min(axis=1, keepdims=True), -1e9)
-        may_improve &= (best_running[:, None] > worst_fin).any(axis=1)
-        if not may_improve.any() or (early_stopping is True and fin[3].all()) or hits.all():
-            break
-    nrs = num_return_sequences
-    out_len = t0 + int(fin[2][:, :nrs].max())
-    return fin[0][:, :nrs, :out_len].reshape(b * nrs, out_len), fin[1][:, :nrs].reshape(b * nrs)
-
-
-def _merge_finished(fin, cand, scores, length, done, pad):
-    """The finished list ``fin`` (sequences (b, k, L), scores, lengths, done) and the candidates
-    ``cand`` (b, keep, t) with their ``scores`` (-1e9 where they do not finish): the k best."""
-    b, keep, t = cand.shape
-    padded = np.full((b, keep, fin[0].shape[2]), pad, dtype=np.int64)
-    padded[:, :, :t] = cand
-    new = (padded, scores, np.full((b, keep), length), done)
-    merged = [np.concatenate(pair, axis=1) for pair in zip(fin, new)]
-    best = np.argsort(-merged[1], axis=-1, kind="stable")[:, :fin[1].shape[1]]
-    return tuple(np.take_along_axis(m, best[:, :, None] if m.ndim == 3 else best, axis=1)
-                 for m in merged)
-
-
 class GenerationMixin:
     """Adds ``generate`` to a model that follows the protocol in the module doc."""
 
@@ -407,6 +240,5 @@ class GenerationMixin:
         """Continue each row of ``idx`` (B, T) by up to ``max_new_tokens`` tokens; ``options``
         (do_sample, temperature, top_k, top_p, num_beams, num_return_sequences, eos_token_id,
         pad_token_id, attention_mask, use_cache, seed, length_penalty, early_stopping, streamer,
-        ...) are
-        those of ``tinyllm.models.generation.generate``."""
+        ...) are those of ``tinyllm.models.generation.generate``."""
         return generate(self, idx, max_new_tokens, **options)
