@@ -22,10 +22,10 @@ SUITES = [
     "tests/test_against_torch.py", "tests/test_errors.py::test_mixing_devices",
     "tests/test_op_table.py",  # every public op and method, forward and gradients
     # nn and optim against PyTorch
-    "tests/test_nn.py::test_linear_layernorm_embedding_gelu_match_torch",
-    "tests/test_nn.py::test_multi_head_attention_matches_torch",
-    "tests/test_nn.py::test_pre_ln_block_matches_handwritten_torch_block",
-    "tests/test_nn.py::test_post_ln_block_matches_torch_encoder_layer",
+    "tests/test_nn_torch.py::test_linear_layernorm_embedding_gelu_match_torch",
+    "tests/test_nn_torch.py::test_multi_head_attention_matches_torch",
+    "tests/test_nn_torch.py::test_pre_ln_block_matches_handwritten_torch_block",
+    "tests/test_nn_torch.py::test_post_ln_block_matches_torch_encoder_layer",
     "tests/test_optim_torch.py",
     # the models: GPT, generation (greedy, sampling, beams, the KV cache), BERT, encoder-decoder,
     # Llama
