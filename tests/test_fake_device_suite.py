@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SUITES = [
     # the engine: every op's forward and gradient on the device (all of these take `device`)
-    "tests/test_ops_grad.py", "tests/test_tensor.py", "tests/test_functional.py",
+    "tests/test_ops_grad.py", "tests/test_tensor.py", "tests/test_tensor_semantics.py",
+    "tests/test_functional.py",
     "tests/test_against_torch.py", "tests/test_errors.py::test_mixing_devices",
     "tests/test_op_table.py",  # every public op and method, forward and gradients
     # nn and optim against PyTorch
