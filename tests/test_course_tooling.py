@@ -20,6 +20,7 @@ from tinyllm.course.verify import verify_order, verify_stubs
 MATHY = '''\
 """Toy exercises."""
 
+
 def double(x):
     """2 x."""
     # BEGIN SOLUTION

@@ -41,6 +41,7 @@ for p in sorted(pathlib.Path('tinyllm').rglob('*.py')):
 print(json.dumps(failed))
 """
 
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     out = tmp_path_factory.mktemp("student") / "tinyllm-student"

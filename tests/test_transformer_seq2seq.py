@@ -1,5 +1,6 @@
 """The encoder-decoder Transformer: masks, cross-attention, gradients, decoding, PyTorch parity."""
 
+
 import numpy as np
 import pytest
 from helpers import check_param_grads
