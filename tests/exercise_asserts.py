@@ -22,7 +22,7 @@ import tinyllm as tl
 
 __all__ = ["assert_close", "assert_equal", "fail", "seed_note", "to_numpy", "fd_grads",
            "reference_backward", "np_unbroadcast", "random_shape", "broadcast_pair",
-           "using_np_unbroadcast"]
+           "using_np_unbroadcast", "creator"]
 
 
 def seed_of(seed):
@@ -129,7 +129,9 @@ def fd_grads(fn, arrays, weight, eps=1e-6, which=None):
     return grads
 
 
-def _creator(t):
+def creator(t):
+    """The Function that made ``t`` (``grad_fn``; a student edition from before may call it
+    ``_ctx``), None for a leaf."""
     fn = getattr(t, "grad_fn", None)
     return fn if fn is not None else getattr(t, "_ctx", None)
 
@@ -143,7 +145,7 @@ def reference_backward(root, seed) -> dict:
         if id(t) in seen:
             return
         seen.add(id(t))
-        fn = _creator(t)
+        fn = creator(t)
         if fn is not None:
             for p in fn.inputs:
                 if p.requires_grad:
@@ -153,7 +155,7 @@ def reference_backward(root, seed) -> dict:
     visit(root)
     grads = {id(root): np.asarray(seed, dtype=np.float64)}
     for t in reversed(order):
-        fn = _creator(t)
+        fn = creator(t)
         if fn is None or id(t) not in grads:
             continue
         for p, g in zip(fn.inputs, fn.backward(grads[id(t)])):
