@@ -1,8 +1,9 @@
 """The op table: every public op and Tensor method of tinyllm, with sample inputs and its
 PyTorch twin (in the spirit of PyTorch's OpInfo). ``tests/test_op_table.py`` runs every row:
 forward against PyTorch, gradients against PyTorch and central differences (float64), output
-and gradient dtypes, on the ``device`` fixture. A new op joins by adding a row here; a public op
-without a row (and not in ``EXEMPT``) fails ``test_every_public_op_has_a_row``.
+and gradient dtypes, on the ``device`` fixture. A new op joins by adding a row here (an ``F.*``
+op in ``tests/op_table_functional.py``; ``Op`` is in ``tests/op_row.py``); a public op without a
+row (and not in ``EXEMPT``) fails ``test_every_public_op_has_a_row``.
 
 A row is ``Op(id, covers, fn, ref, shapes, ...)``: ``fn`` takes tinyllm tensors, ``ref`` the same
 values as torch tensors, ``shapes`` one shape per input. Inputs are drawn by ``kind``: None
@@ -14,65 +15,13 @@ Shapes are tiny so that float64 central differences stay fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
+from op_row import GATHER, IDX, MASK3, O, as_torch, torch_
+from op_table_functional import FUNCTIONAL_ROWS
 
 import tinyllm as tl
-import tinyllm.functional as F
 
-IDX = np.array([2, 0, 2])
-MASK3 = np.array([True, False, True])
-GATHER = np.array([[0, 2, 2, 1], [1, 0, 0, 0]])
-TARGETS = np.array([[1, 0, 3], [-100, 2, 2]])
-
-
-@dataclass
-class Op:
-    id: str
-    covers: tuple
-    fn: object
-    ref: object  # a function of torch tensors (the module is passed as ``T`` through ``torch``)
-    shapes: list
-    kind: str | None = None
-    ints: bool = False
-    grad: bool = True
-    noncontig: bool = False
-    fd: bool = True
-    floats: tuple = ("float32", "float64")
-    fast_path: str | None = None  # the Function whose fast path this row also runs plain
-    tags: dict = field(default_factory=dict)
-
-    def dtypes(self):
-        return list(self.floats) + (["int64"] if self.ints else [])
-
-
-def _t():
-    import torch
-
-    return torch
-
-
-def _th(a):
-    return _t().from_numpy(np.array(a))  # a contiguous copy (keeps 0-d arrays 0-d)
-
-
-def _tsdpa(q, k, v, mask=None, is_causal=False):
-    TF = _t().nn.functional
-    return TF.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else _th(mask),
-                                           is_causal=is_causal)
-
-
-def _ce(x, reduction="mean"):
-    TF = _t().nn.functional
-    out = TF.cross_entropy(x.reshape(-1, x.shape[-1]), _th(TARGETS).reshape(-1),
-                           reduction=reduction)
-    return out.reshape(TARGETS.shape) if reduction == "none" else out
-
-
-def O(*args, **kw):  # noqa: E743, N802
-    return Op(*args, **kw)
-
+__all__ = ["ROWS", "EXEMPT"]
 
 ROWS = [
     # ------------------------------------------------------------------ arithmetic operators
@@ -117,14 +66,14 @@ ROWS = [
     O("matmul_1d_bcast", ("Tensor.__matmul__",), lambda a, b: a @ b, lambda a, b: a @ b,
       [(4,), (2, 4, 3)]),
     O("rmatmul", ("Tensor.__rmatmul__",), lambda b: np.ones((2, 3), b.dtype) @ b,
-      lambda b: _th(np.ones((2, 3))).to(b.dtype) @ b, [(3, 2)]),
+      lambda b: as_torch(np.ones((2, 3))).to(b.dtype) @ b, [(3, 2)]),
     O("maximum", ("Tensor.maximum",), lambda a, b: a.maximum(b),
-      lambda a, b: _t().maximum(a, b), [(2, 3), (3,)], ints=True),
+      lambda a, b: torch_().maximum(a, b), [(2, 3), (3,)], ints=True),
     O("minimum", ("Tensor.minimum",), lambda a, b: a.minimum(b),
-      lambda a, b: _t().minimum(a, b), [(2, 1), (3,)], ints=True),
+      lambda a, b: torch_().minimum(a, b), [(2, 1), (3,)], ints=True),
     O("maximum_ties", ("Tensor.maximum", "Tensor.minimum"),
       lambda a: a.maximum(a * 1.0) + a.minimum(a.detach()),
-      lambda a: _t().maximum(a, a * 1.0) + _t().minimum(a, a.detach()), [(3,)], fd=False),
+      lambda a: torch_().maximum(a, a * 1.0) + torch_().minimum(a, a.detach()), [(3,)], fd=False),
     O("clip", ("Tensor.clip",), lambda a: a.clip(-0.5, 0.7), lambda a: a.clip(-0.5, 0.7),
       [(2, 3)], kind="away", ints=True),
     O("clamp_one_side", ("Tensor.clamp",), lambda a: a.clamp(min=0.1) + a.clamp(max=-0.2),
@@ -185,7 +134,7 @@ ROWS = [
     O("prod_all", ("Tensor.prod",), lambda a: a.prod(), lambda a: a.prod(), [(2, 3)], ints=True),
     O("prod_axis_with_zero", ("Tensor.prod",), lambda a: (a * tl.tensor(
         np.array([[1.0, 0.0, 1.0]]).astype(a.dtype), device=a.device)).prod(axis=1),
-      lambda a: (a * _th(np.array([[1.0, 0.0, 1.0]])).to(a.dtype)).prod(dim=1), [(2, 3)]),
+      lambda a: (a * as_torch(np.array([[1.0, 0.0, 1.0]])).to(a.dtype)).prod(dim=1), [(2, 3)]),
     O("prod_tuple_keep", ("Tensor.prod",), lambda a: a.prod(axis=(0, 2), keepdims=True),
       lambda a: a.prod(dim=2, keepdim=True).prod(dim=0, keepdim=True), [(2, 2, 3)]),
     O("var", ("Tensor.var",), lambda a: a.var(axis=-1), lambda a: a.var(dim=-1, correction=0),
@@ -250,17 +199,17 @@ ROWS = [
     O("repeat", ("Tensor.repeat",), lambda a: a.repeat(2, 1, 3), lambda a: a.repeat(2, 1, 3),
       [(2, 2)], ints=True),
     O("split", ("Tensor.split",), lambda a: tl.cat([p * (i + 1) for i, p in enumerate(a.split(2))]),
-      lambda a: _t().cat([p * (i + 1) for i, p in enumerate(a.split(2))]), [(5, 2)], ints=True),
+      lambda a: torch_().cat([p * (i + 1) for i, p in enumerate(a.split(2))]), [(5, 2)], ints=True),
     O("split_sections", ("Tensor.split",),
       lambda a: tl.cat([p * (i + 1) for i, p in enumerate(a.split([1, 2], dim=-1))], -1),
-      lambda a: _t().cat([p * (i + 1) for i, p in enumerate(a.split([1, 2], dim=-1))], -1),
+      lambda a: torch_().cat([p * (i + 1) for i, p in enumerate(a.split([1, 2], dim=-1))], -1),
       [(2, 3)]),
     O("chunk", ("Tensor.chunk",), lambda a: tl.cat([p * (i + 1) for i, p in enumerate(a.chunk(3, 1))], 1),
-      lambda a: _t().cat([p * (i + 1) for i, p in enumerate(a.chunk(3, 1))], 1), [(2, 5)]),
+      lambda a: torch_().cat([p * (i + 1) for i, p in enumerate(a.chunk(3, 1))], 1), [(2, 5)]),
     O("gather", ("Tensor.gather",), lambda a: a.gather(1, GATHER),
-      lambda a: a.gather(1, _th(GATHER)), [(2, 3)], ints=True),
+      lambda a: a.gather(1, as_torch(GATHER)), [(2, 3)], ints=True),
     O("gather_axis0_shorter", ("Tensor.gather",), lambda a: a.gather(0, GATHER[:, :2]),
-      lambda a: a.gather(0, _th(GATHER[:, :2])), [(3, 3)]),
+      lambda a: a.gather(0, as_torch(GATHER[:, :2])), [(3, 3)]),
     O("diagonal", ("Tensor.diagonal",), lambda a: a.diagonal() + a.diagonal(1)[:1].sum(),
       lambda a: a.diagonal() + a.diagonal(1)[:1].sum(), [(3, 3)], ints=True),
     O("diagonal_dims", ("Tensor.diagonal",), lambda a: a.diagonal(-1, 0, 2),
@@ -268,107 +217,35 @@ ROWS = [
     O("contiguous", ("Tensor.contiguous",), lambda a: a.contiguous() * 2,
       lambda a: a.contiguous() * 2, [(2, 3)], noncontig=True),
     O("getitem_basic", ("Tensor.__getitem__",), lambda a: a[1:, ::-2] * a[-1, None, 2:],
-      lambda a: a[1:, _t().arange(a.shape[1] - 1, -1, -2)] * a[-1, None, 2:], [(3, 4)],
+      lambda a: a[1:, torch_().arange(a.shape[1] - 1, -1, -2)] * a[-1, None, 2:], [(3, 4)],
       ints=True),
-    O("getitem_repeated", ("Tensor.__getitem__",), lambda a: a[IDX], lambda a: a[_th(IDX)],
+    O("getitem_repeated", ("Tensor.__getitem__",), lambda a: a[IDX], lambda a: a[as_torch(IDX)],
       [(3, 2)]),
-    O("getitem_pairs", ("Tensor.__getitem__",), lambda a: a[IDX, IDX], lambda a: a[_th(IDX), _th(IDX)],
-      [(3, 4)]),
-    O("getitem_bool", ("Tensor.__getitem__",), lambda a: a[MASK3], lambda a: a[_th(MASK3)],
+    O("getitem_pairs", ("Tensor.__getitem__",), lambda a: a[IDX, IDX],
+      lambda a: a[as_torch(IDX), as_torch(IDX)], [(3, 4)]),
+    O("getitem_bool", ("Tensor.__getitem__",), lambda a: a[MASK3], lambda a: a[as_torch(MASK3)],
       [(3, 2)]),
     O("getitem_int_then_array", ("Tensor.__getitem__",), lambda a: a[1, :, IDX[:2]],
-      lambda a: a[1, :, _th(IDX[:2])], [(2, 3, 4)], noncontig=True),
+      lambda a: a[1, :, as_torch(IDX[:2])], [(2, 3, 4)], noncontig=True),
     O("getitem_tensor_0d", ("Tensor.__getitem__",),
       lambda a: a[tl.tensor(np.array(1), device=a.device), :, IDX],
-      lambda a: a[_th(np.array(1)), :, _th(IDX)], [(2, 2, 3)]),
+      lambda a: a[as_torch(np.array(1)), :, as_torch(IDX)], [(2, 2, 3)]),
     O("masked_fill", ("Tensor.masked_fill",), lambda a: a.masked_fill(MASK3, -1.0),
-      lambda a: a.masked_fill(_th(MASK3), -1.0), [(2, 3)]),
+      lambda a: a.masked_fill(as_torch(MASK3), -1.0), [(2, 3)]),
     O("cat", ("tl.cat", "tl.concatenate"), lambda a, b: tl.cat([a, b], 1) + tl.concatenate([a, b], -1),
-      lambda a, b: 2 * _t().cat([a, b], 1), [(2, 3), (2, 1)], ints=True),
+      lambda a, b: 2 * torch_().cat([a, b], 1), [(2, 3), (2, 1)], ints=True),
     O("stack", ("tl.stack",), lambda a, b: tl.stack([a, b], axis=-1),
-      lambda a, b: _t().stack([a, b], dim=-1), [(2, 3), (2, 3)], ints=True),
+      lambda a, b: torch_().stack([a, b], dim=-1), [(2, 3), (2, 3)], ints=True),
     O("where", ("tl.where",), lambda a, b: tl.where(MASK3, a, b),
-      lambda a, b: _t().where(_th(MASK3), a, b), [(2, 1), (3,)], ints=True),
+      lambda a, b: torch_().where(as_torch(MASK3), a, b), [(2, 1), (3,)], ints=True),
     O("where_number", ("tl.where",), lambda a: tl.where(a > 0, a, 0.0),
-      lambda a: _t().where(a > 0, a, _t().zeros((), dtype=a.dtype)), [(2, 3)], kind="away"),
+      lambda a: torch_().where(a > 0, a, torch_().zeros((), dtype=a.dtype)), [(2, 3)], kind="away"),
     # ------------------------------------------------------------------ making tensors
     O("zeros_ones", ("tl.zeros", "tl.ones"), lambda: tl.zeros(2, 3) + tl.ones((2, 3)),
-      lambda: _t().zeros(2, 3) + _t().ones(2, 3), [], floats=("float32",), grad=False),
-    O("arange", ("tl.arange",), lambda: tl.arange(5), lambda: _t().arange(5), [],
+      lambda: torch_().zeros(2, 3) + torch_().ones(2, 3), [], floats=("float32",), grad=False),
+    O("arange", ("tl.arange",), lambda: tl.arange(5), lambda: torch_().arange(5), [],
       floats=("float32",), grad=False),
-    # ------------------------------------------------------------------ F.*
-    O("F.linear", ("F.linear",), lambda x, w, b: F.linear(x, w, b),
-      lambda x, w, b: _t().nn.functional.linear(x, w, b), [(2, 3, 4), (5, 4), (5,)]),
-    O("F.linear_nobias_1d", ("F.linear",), lambda x, w: F.linear(x, w),
-      lambda x, w: _t().nn.functional.linear(x, w), [(4,), (2, 4)]),
-    O("F.relu", ("F.relu",), lambda a: F.relu(a), lambda a: _t().relu(a), [(2, 3)], kind="away"),
-    O("F.tanh_sigmoid", ("F.tanh", "F.sigmoid"), lambda a: F.tanh(a) * F.sigmoid(a),
-      lambda a: _t().tanh(a) * _t().sigmoid(a), [(2, 3)]),
-    O("F.gelu", ("F.gelu",), lambda a: F.gelu(a), lambda a: _t().nn.functional.gelu(a),
-      [(3, 4)]),
-    O("F.gelu_wide", ("F.gelu",), lambda a: F.gelu(a * 4), lambda a: _t().nn.functional.gelu(a * 4),
-      [(20,)], fd=False),
-    O("F.gelu_tanh", ("F.gelu",), lambda a: F.gelu(a, approximate="tanh"),
-      lambda a: _t().nn.functional.gelu(a, approximate="tanh"), [(2, 3)], fast_path="GELU"),
-    O("F.gelu_0d", ("F.gelu",), lambda a: F.gelu(a) + F.gelu(a, "tanh"),
-      lambda a: _t().nn.functional.gelu(a) + _t().nn.functional.gelu(a, approximate="tanh"),
-      [()], fast_path="GELU"),
-    O("F.erf", ("F.erf",), lambda a: F.erf(a.data * 3), lambda a: _t().erf(a * 3), [(40,)],
-      grad=False),
-    O("F.silu", ("F.silu",), lambda a: F.silu(a), lambda a: _t().nn.functional.silu(a),
-      [(2, 3)]),
-    O("F.leaky_relu", ("F.leaky_relu",), lambda a: F.leaky_relu(a) + F.leaky_relu(a, 0.2),
-      lambda a: _t().nn.functional.leaky_relu(a) + _t().nn.functional.leaky_relu(a, 0.2),
-      [(2, 3)], kind="away"),
-    O("F.softmax", ("F.softmax",), lambda a: F.softmax(a, axis=1),
-      lambda a: _t().softmax(a, dim=1), [(2, 3, 2)]),
-    O("F.softmax_0d", ("F.softmax",), lambda a: F.softmax(a), lambda a: _t().softmax(a, dim=-1),
-      [()]),
-    O("F.log_softmax", ("F.log_softmax",), lambda a: F.log_softmax(a, dim=0),
-      lambda a: _t().log_softmax(a, dim=0), [(3, 2)]),
-    O("F.cross_entropy", ("F.cross_entropy",), lambda x: F.cross_entropy(x, TARGETS),
-      lambda x: _ce(x), [(2, 3, 4)]),
-    O("F.cross_entropy_sum_none", ("F.cross_entropy",),
-      lambda x: F.cross_entropy(x, TARGETS, reduction="none") + F.cross_entropy(x, TARGETS,
-                                                                                reduction="sum"),
-      lambda x: _ce(x, "none") + _ce(x, "sum"), [(2, 3, 4)]),
-    O("F.mse_loss", ("F.mse_loss",),
-      lambda a, b: F.mse_loss(a, b) + F.mse_loss(a, b, reduction="sum")
-      + F.mse_loss(a, b, reduction="none").sum(axis=0),
-      lambda a, b: _t().nn.functional.mse_loss(a, b) + _t().nn.functional.mse_loss(
-          a, b, reduction="sum") + _t().nn.functional.mse_loss(a, b, reduction="none").sum(0),
-      [(2, 3), (2, 3)]),
-    O("F.layer_norm", ("F.layer_norm",), lambda x, w, b: F.layer_norm(x, w, b),
-      lambda x, w, b: _t().nn.functional.layer_norm(x, (x.shape[-1],), w, b),
-      [(2, 3, 5), (5,), (5,)], noncontig=True, fast_path="LayerNorm"),
-    O("F.layer_norm_1d", ("F.layer_norm",), lambda x, w, b: F.layer_norm(x, w, b, eps=0.1),
-      lambda x, w, b: _t().nn.functional.layer_norm(x, (x.shape[-1],), w, b, eps=0.1),
-      [(4,), (4,), (4,)], fast_path="LayerNorm"),
-    O("F.embedding", ("F.embedding",), lambda w: F.embedding(np.array([[0, 2, 2], [1, 0, 2]]), w),
-      lambda w: _t().nn.functional.embedding(_th(np.array([[0, 2, 2], [1, 0, 2]])), w), [(3, 2)]),
-    O("F.dropout_identity", ("F.dropout",), lambda a: F.dropout(a, 0.0) + F.dropout(a, 0.5, False),
-      lambda a: 2 * a, [(2, 3)]),
-    O("F.pad", ("F.pad",), lambda a: F.pad(a, (1, 2)) + F.pad(a, (1, 2, 0, 0), value=0.5),
-      lambda a: _t().nn.functional.pad(a, (1, 2)) + _t().nn.functional.pad(a, (1, 2, 0, 0),
-                                                                           value=0.5),
-      [(2, 3)], ints=False),
-    O("F.pad_two_axes", ("F.pad",), lambda a: F.pad(a, (0, 1, 2, 0)),
-      lambda a: _t().nn.functional.pad(a, (0, 1, 2, 0)), [(2, 2, 3)], noncontig=True),
-    O("F.sdpa", ("F.scaled_dot_product_attention",),
-      lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
-      lambda q, k, v: _tsdpa(q, k, v), [(2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 3)],
-      fast_path="ScaledDotProductAttention"),
-    O("F.sdpa_causal", ("F.scaled_dot_product_attention",),
-      lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-      lambda q, k, v: _tsdpa(q, k, v, is_causal=True), [(2, 4, 3), (2, 4, 3), (2, 4, 2)],
-      fast_path="ScaledDotProductAttention"),
-    O("F.sdpa_mask_unbatched", ("F.scaled_dot_product_attention",),
-      lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=np.array([True, False, True])),
-      lambda q, k, v: _tsdpa(q, k, v, mask=np.array([True, False, True])),
-      [(2, 4), (3, 4), (3, 2)], fast_path="ScaledDotProductAttention"),
-    O("F.causal_mask", ("F.causal_mask",), lambda: F.causal_mask(3, 5) * 1,
-      lambda: _t().ones(3, 5, dtype=_t().int64).tril(2), [], floats=("float32",), grad=False),
-]
+] + FUNCTIONAL_ROWS  # the F.* rows: tests/op_table_functional.py
 
 
 # Public names that are not ops, and why they have no row.
