@@ -6,15 +6,20 @@ the exact ``generate`` keywords. These tests need neither PyTorch nor transforme
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import copy_checkpoint
+from helpers_pretrained import (
+    check_generate,
+    check_reloaded,
+    check_saved_folder,
+    reference_fixtures,
+)
 
 import tinyllm as tl
-from tinyllm.models import GPT, GPTConfig, beam_search
+from tinyllm.models import GPT, GPTConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gpt2_tiny"
 NEEDED = ("config.json", "model.safetensors", "expected.json", "expected.safetensors")
@@ -25,21 +30,7 @@ pytestmark = pytest.mark.skipif(
            "make it with tests/fixtures/gpt2_tiny/make_gpt2_tiny.py")
 
 
-@pytest.fixture(scope="module")
-def expected():
-    return json.loads((FIXTURE / "expected.json").read_text()), tl.load(FIXTURE / "expected.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return GPT.from_pretrained(FIXTURE)
-
-
-def _generate_kwargs(kwargs):
-    """transformers' generate keywords that tinyllm's generate takes (all of the recorded ones)."""
-    kw = dict(kwargs)
-    max_new = kw.pop("max_new_tokens")
-    return max_new, kw
+expected, model = reference_fixtures(FIXTURE, GPT)
 
 
 def test_config(model):
@@ -58,54 +49,22 @@ def test_logits(model, expected):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_greedy(model, expected, use_cache):
-    meta, arrays = expected
-    max_new, kw = _generate_kwargs(meta["greedy"]["kwargs"])
-    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
-    np.testing.assert_array_equal(out, arrays["greedy_sequences"])
-
-
-@pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("name", ["beam1", "beam2"])
-def test_beam(model, expected, name, use_cache):
-    meta, arrays = expected
-    record = next(r for r in meta["beam"] if r["name"] == name)
-    max_new, kw = _generate_kwargs(record["kwargs"])
-    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
-    np.testing.assert_array_equal(out, arrays[f"{name}_sequences"])
-    with tl.no_grad():
-        _, scores = beam_search(model, arrays["input_ids"], max_new, kw["num_beams"],
-                                kw["num_return_sequences"])
-    np.testing.assert_allclose(scores, arrays[f"{name}_scores"], atol=1e-4)
+@pytest.mark.parametrize("search", ["greedy", "beam1", "beam2"])
+def test_generate(model, expected, search, use_cache):
+    check_generate(model, *expected, search, use_cache, atol=1e-4)
 
 
 def test_save_round_trip(model, expected, tmp_path):
-    _, arrays = expected
-    model.save_pretrained(tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
-    # the same names, shapes and values as the file transformers wrote
-    ours, theirs = tl.load(tmp_path / "out" / "model.safetensors"), tl.load(FIXTURE / "model.safetensors")
-    assert ours.keys() == theirs.keys()
-    for k in theirs:
-        np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
-    cfg, ref = (json.loads(p.read_text()) for p in (tmp_path / "out" / "config.json",
-                                                     FIXTURE / "config.json"))
-    for k in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "activation_function",
-              "layer_norm_epsilon", "model_type", "tie_word_embeddings"):
-        assert cfg[k] == ref[k], k
-    again = GPT.from_pretrained(tmp_path / "out")
-    assert again.config == model.config
-    np.testing.assert_array_equal(again(arrays["input_ids"]).numpy(), model(arrays["input_ids"]).numpy())
+    check_saved_folder(model, expected[1], tmp_path / "out", FIXTURE, (
+        "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "activation_function",
+        "layer_norm_epsilon", "model_type", "tie_word_embeddings"))
 
 
 def test_round_trip_fresh_model(tmp_path, rng):
     tl.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=20, block_size=9, n_layer=3, n_head=2, n_embd=8, activation="gelu"))
     m.save_pretrained(tmp_path)
-    back = GPT.from_pretrained(tmp_path)
-    assert back.config == m.config
-    for (n, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
-        np.testing.assert_array_equal(a, b, err_msg=n)
+    check_reloaded(m, tmp_path)
     with pytest.raises(ValueError, match="bias=False"):
         GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4,
                       bias=False)).save_pretrained(tmp_path / "nobias")

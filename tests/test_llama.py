@@ -15,28 +15,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import copy_checkpoint
+from helpers_pretrained import (
+    check_generate,
+    check_reloaded,
+    check_saved_folder,
+    generate_kwargs,
+    reference_fixtures,
+)
 
 import tinyllm as tl
 from tinyllm import backend
-from tinyllm.models import GPT, Llama, LlamaConfig, beam_search
+from tinyllm.models import GPT, Llama, LlamaConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "llama_tiny"
 MQA = FIXTURE / "mqa_tied"
 
 
-@pytest.fixture(scope="module")
-def expected():
-    return json.loads((FIXTURE / "expected.json").read_text()), tl.load(FIXTURE / "expected.safetensors")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return Llama.from_pretrained(FIXTURE)
+expected, model = reference_fixtures(FIXTURE, Llama)
 
 
 def _kwargs(record):
-    kw = dict(record["kwargs"])
-    return kw.pop("max_new_tokens"), kw
+    return generate_kwargs(record["kwargs"])
 
 
 # ---------------------------------------------------------------------------- against transformers
@@ -61,24 +60,9 @@ def test_logits_match_transformers(model, expected):
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_greedy_matches_transformers(model, expected, use_cache):
-    meta, arrays = expected
-    max_new, kw = _kwargs(meta["greedy"])
-    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
-    np.testing.assert_array_equal(out, arrays["greedy_sequences"])
-
-
-@pytest.mark.parametrize("use_cache", [True, False])
-@pytest.mark.parametrize("name", ["beam1", "beam2"])
-def test_beam_matches_transformers(model, expected, name, use_cache):
-    meta, arrays = expected
-    max_new, kw = _kwargs(next(r for r in meta["beam"] if r["name"] == name))
-    out = model.generate(arrays["input_ids"], max_new, use_cache=use_cache, **kw)
-    np.testing.assert_array_equal(out, arrays[f"{name}_sequences"])
-    with tl.no_grad():
-        _, scores = beam_search(model, arrays["input_ids"], max_new, kw["num_beams"],
-                                kw["num_return_sequences"])
-    np.testing.assert_allclose(scores, arrays[f"{name}_scores"], atol=1e-5)
+@pytest.mark.parametrize("search", ["greedy", "beam1", "beam2"])
+def test_generate_matches_transformers(model, expected, search, use_cache):
+    check_generate(model, *expected, search, use_cache, atol=1e-5)
 
 
 def test_multi_query_tied_checkpoint(expected):
@@ -124,23 +108,11 @@ def test_generate_with_attention_mask_matches_transformers(model, expected):
 
 # ---------------------------------------------------------------------------- saving
 def test_save_round_trip(model, expected, tmp_path):
-    _, arrays = expected
-    model.save_pretrained(tmp_path / "out")
-    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
-    ours, theirs = tl.load(tmp_path / "out" / "model.safetensors"), tl.load(FIXTURE / "model.safetensors")
-    assert ours.keys() == theirs.keys()
-    for k in theirs:
-        np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
-    cfg, ref = (json.loads(p.read_text()) for p in (tmp_path / "out" / "config.json",
-                                                     FIXTURE / "config.json"))
-    for k in ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
-              "max_position_embeddings", "rms_norm_eps", "rope_parameters", "tie_word_embeddings",
-              "attention_bias", "mlp_bias"):
-        assert cfg[k] == ref[k], k
-    again = Llama.from_pretrained(tmp_path / "out")
-    assert again.config == model.config
-    np.testing.assert_array_equal(again(arrays["input_ids"]).numpy(), model(arrays["input_ids"]).numpy())
+    check_saved_folder(model, expected[1], tmp_path / "out", FIXTURE, (
+        "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
+        "max_position_embeddings", "rms_norm_eps", "rope_parameters", "tie_word_embeddings",
+        "attention_bias", "mlp_bias"))
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -150,10 +122,7 @@ def test_round_trip_fresh_model(tmp_path, tied):
                           rope_base=321.0, tie_word_embeddings=tied))
     m.save_pretrained(tmp_path)
     assert ("lm_head.weight" in tl.load(tmp_path / "model.safetensors")) is not tied
-    back = Llama.from_pretrained(tmp_path)
-    assert back.config == m.config
-    for (n, a), (_, b) in zip(m.state_dict().items(), back.state_dict().items()):
-        np.testing.assert_array_equal(a, b, err_msg=n)
+    check_reloaded(m, tmp_path)
 
 
 @pytest.mark.parametrize("tied", [False, True])
