@@ -8,6 +8,7 @@ the inputs, so it never writes into an array that a tensor owns.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import tinyllm as tl
 
@@ -169,3 +170,14 @@ def copy_checkpoint(src, tmp_path, edit_weights=None, edit_config=None):
         edit_config(cfg)
         (d / "config.json").write_text(json.dumps(cfg))
     return d
+
+
+def require_tiny_shakespeare():
+    """Skip the calling test unless Tiny Shakespeare is in ``TINYLLM_DATA_DIR`` (never downloaded
+    by a test)."""
+    from tinyllm.data import load_corpus
+
+    try:
+        load_corpus("tinyshakespeare", download_missing=False)
+    except Exception:  # noqa: BLE001
+        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")

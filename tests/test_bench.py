@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import require_tiny_shakespeare
 
 import tinyllm as tl
 from tinyllm.bench.numpy_gpt import NumpyGPT, NumpyMLP
@@ -103,12 +104,7 @@ def test_torch_reference_matches_tinyllm(rng, activation):
 def test_torch_twin_of_baby_shakespeare_runs(capsys):
     """The quality comparison's PyTorch run, a few steps: it trains and reports both estimates."""
     pytest.importorskip("torch")
-    from tinyllm.data import load_corpus
-
-    try:
-        load_corpus("tinyshakespeare", download_missing=False)
-    except Exception:  # noqa: BLE001
-        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
+    require_tiny_shakespeare()
     from tinyllm.bench.torch_baby import main
 
     assert main(["--seed", "3", "--max-iters", "40", "--eval-iters", "2", "--threads", "1"]) == 0

@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import require_tiny_shakespeare
 
 from tinyllm.distributed.launch import mpi_available, run_mpi
 
@@ -65,12 +66,7 @@ def ready():
     ok, why = mpi_available()
     if not ok:
         pytest.skip(f"data-parallel runs need MPI: {why}")
-    from tinyllm.data import load_corpus
-
-    try:
-        load_corpus("tinyshakespeare", download_missing=False)
-    except Exception:  # noqa: BLE001
-        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
+    require_tiny_shakespeare()
 
 
 def _lines(stdout):

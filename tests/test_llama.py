@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import copy_checkpoint
+from helpers import copy_checkpoint, require_tiny_shakespeare
 from helpers_pretrained import (
     check_generate,
     check_reloaded,
@@ -346,12 +346,7 @@ def test_transformers_twin_of_baby_llama_runs(capsys):
     """docs/benchmarks.md's cross-check in transformers, a few steps (skipped without it)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from tinyllm.data import load_corpus
-
-    try:
-        load_corpus("tinyshakespeare", download_missing=False)
-    except Exception:  # noqa: BLE001
-        pytest.skip("Tiny Shakespeare is not available (set TINYLLM_DATA_DIR)")
+    require_tiny_shakespeare()
     from tinyllm.bench.torch_llama_baby import main
 
     assert main(["--seed", "3", "--max-iters", "30", "--eval-iters", "2", "--threads", "1"]) == 0
