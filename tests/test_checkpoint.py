@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_trainer import TINY, write_corpus
+from test_trainer import TINY, own_corpus
 
 from tinyllm.cli import main
 from tinyllm.serialization import load_metadata
@@ -19,10 +19,7 @@ def good_run(tmp_path_factory):
     from tinyllm.train.trainer import train
 
     root = tmp_path_factory.mktemp("ckpt")
-    (root / "data").mkdir()
-    write_corpus(root / "data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TINYLLM_DATA_DIR", str(root / "data"))
+    with own_corpus(root):
         train(preset_config("baby-shakespeare"), overrides={**TINY, "max_iters": "4"},
               out=root / "run", mode="quiet")
     return root / "run"

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from test_trainer import TINY, write_corpus
+from test_trainer import TINY, own_corpus
 
 import tinyllm as tl
 from tinyllm import optim
@@ -169,10 +169,7 @@ def test_a_gpt_with_a_local_attention_mask(rng):
 def dense_folder(tmp_path_factory):
     """A tiny trained run folder ``dense`` (6 steps) and the corpus it was trained on."""
     root = tmp_path_factory.mktemp("runs")
-    (root / "data").mkdir()
-    write_corpus(root / "data")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TINYLLM_DATA_DIR", str(root / "data"))
+    with own_corpus(root) as mp:
         mp.chdir(root)
         sets = [x for k, v in {**TINY, "max_iters": "6"}.items() for x in ("--set", f"{k}={v}")]
         assert main(["train", "--preset", "baby-shakespeare", *sets, "--out", "dense",

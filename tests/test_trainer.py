@@ -1,5 +1,6 @@
 """The training loop in-process on a tiny corpus: run folder, metrics, NaN stop, Ctrl-C."""
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,17 @@ def write_corpus(folder, n=300, seed=0):
     rng = np.random.default_rng(seed)
     text = "\n".join(LINES[i] for i in rng.integers(0, len(LINES), size=n)) + "\n"
     (folder / "tinyshakespeare.txt").write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def own_corpus(root):
+    """Inside the block, ``TINYLLM_DATA_DIR`` names ``root / "data"``, which holds a fresh corpus
+    (for module-scoped fixtures, which cannot take ``monkeypatch``); yields the MonkeyPatch."""
+    (root / "data").mkdir()
+    write_corpus(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINYLLM_DATA_DIR", str(root / "data"))
+        yield mp
 
 
 @pytest.fixture
