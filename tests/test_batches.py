@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_exercises_bert import masking_case
 
 from tinyllm.data import (
     DigitVocab,
@@ -56,15 +57,7 @@ def test_mask_tokens_fixed_rules():
 
 
 def test_mask_tokens_rates(rng):
-    B, L = 64, int(rng.integers(200, 300))
-    p = float(rng.uniform(0.1, 0.3))
-    ids = rng.integers(10, V, size=(B, L))
-    ids[:, 0], ids[:, -1] = CLS, SEP
-    ids[:, L - 40: L - 1] = PAD
-    special = rng.random((B, L)) < 0.05  # an explicit special mask besides the ids
-    masked, labels = mask_tokens(ids, V, MASK, rng=rng, mlm_probability=p,
-                                 special_mask=special | np.isin(ids, [CLS, SEP]),
-                                 pad_token_id=PAD)
+    ids, special, p, masked, labels = masking_case(rng, V, MASK, 10, V)
     assert masked.shape == labels.shape == ids.shape and masked.dtype == labels.dtype == np.int64
     eligible = ~(special | np.isin(ids, [CLS, SEP, PAD]))
     chosen = labels != -100

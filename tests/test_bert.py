@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import check_param_grads
 from test_exercises_bert import np_cross_entropy, np_layer_norm, np_mlm_head
+from test_exercises_bert import tiny_config as exercise_tiny_config
 
 import tinyllm as tl
 from tinyllm import optim
@@ -32,11 +33,8 @@ def one_blas_thread():
 
 
 def tiny_config(**kw):
-    d = dict(vocab_size=23, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-             intermediate_size=12, max_position_embeddings=12, type_vocab_size=2,
-             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.3)
-    d.update(kw)
-    return BertConfig(**d)
+    """The exercise tests' tiny BERT, with two layers unless ``kw`` says otherwise."""
+    return exercise_tiny_config(**{"num_hidden_layers": 2, **kw})
 
 
 def batch(rng, cfg, b=2, t=6):

@@ -43,18 +43,28 @@ def test_11_1_mask_tokens_fixed_rules():
     assert_equal("masked ids with mlm_probability=0", masked, ids)
 
 
+def masking_case(rng, vocab, mask_id, low, high):
+    """A random case of ``mask_tokens``: ids (64, 200 to 299) drawn from [low, high), framed
+    [CLS] ... [SEP] with 39 pads before [SEP], an explicit special mask (5% of the positions),
+    a rate p in [0.1, 0.3), and what ``mask_tokens`` makes of them. Returns (ids, special, p,
+    masked, labels)."""
+    b, length = 64, int(rng.integers(200, 300))
+    p = float(rng.uniform(0.1, 0.3))
+    ids = rng.integers(low, high, size=(b, length))
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    ids[:, length - 40: length - 1] = PAD
+    special = rng.random((b, length)) < 0.05  # an explicit special mask besides the ids
+    masked, labels = mask_tokens(ids, vocab, mask_id, rng=rng, mlm_probability=p,
+                                 special_mask=special | np.isin(ids, [CLS, SEP]),
+                                 pad_token_id=PAD)
+    return ids, special, p, masked, labels
+
+
 @pytest.mark.exercise("11.1")
 def test_11_1_mask_tokens_rates(rng):
     for vocab, mask_id in ((1000, MASK), (8, 7)):
-        b, length = 64, int(rng.integers(200, 300))
-        p = float(rng.uniform(0.1, 0.3))
-        ids = rng.integers(5 if vocab > 8 else 3, vocab if vocab > 8 else mask_id, size=(b, length))
-        ids[:, 0], ids[:, -1] = CLS, SEP
-        ids[:, length - 40: length - 1] = PAD
-        special = rng.random((b, length)) < 0.05  # an explicit special mask besides the ids
-        masked, labels = mask_tokens(ids, vocab, mask_id, rng=rng, mlm_probability=p,
-                                     special_mask=special | np.isin(ids, [CLS, SEP]),
-                                     pad_token_id=PAD)
+        ids, special, p, masked, labels = masking_case(
+            rng, vocab, mask_id, 5 if vocab > 8 else 3, vocab if vocab > 8 else mask_id)
         what = f"mask_tokens(vocab_size={vocab}, mlm_probability={p:.3f})"
         assert_equal(f"{what}: the masked ids' shape", masked.shape, ids.shape, rng)
         assert_equal(f"{what}: dtypes (masked, labels)", (masked.dtype, labels.dtype),
