@@ -11,17 +11,18 @@ from tinyllm.nn.llama_layers import (
     SwiGLUFeedForward,
 )
 from tinyllm.nn.module import Module, ModuleList, Parameter, Sequential
-from tinyllm.nn.positional import (
-    LearnedPositionalEmbedding,
-    SinusoidalPositionalEncoding,
-    sinusoidal_table,
-)
+from tinyllm.nn.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sinusoidal_table
 from tinyllm.nn.transformer import FeedForward, TransformerBlock
 
 __all__ = [
-    "Module", "Parameter", "ModuleList", "Sequential", "Linear", "Embedding", "LayerNorm",
-    "Dropout", "GELU", "ReLU", "Tanh", "SinusoidalPositionalEncoding",
-    "LearnedPositionalEmbedding", "sinusoidal_table", "init", "MultiHeadAttention", "KVCache",
-    "split_heads", "merge_heads", "FeedForward", "TransformerBlock",
+    # the Module tree (module.py) and initialisers (init.py)
+    "Module", "Parameter", "ModuleList", "Sequential", "init",
+    # layers (layers.py) and positions (positional.py)
+    "Linear", "Embedding", "LayerNorm", "Dropout", "GELU", "ReLU", "Tanh",
+    "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sinusoidal_table",
+    # attention (attention.py) and the Transformer block (transformer.py)
+    "MultiHeadAttention", "KVCache", "split_heads", "merge_heads", "FeedForward",
+    "TransformerBlock",
+    # today's decoder (llama_layers.py)
     "RMSNorm", "RotaryEmbedding", "SwiGLUFeedForward", "GroupedQueryAttention", "LlamaBlock",
 ]
