@@ -5,7 +5,8 @@ Every problem raises ``HFCheckpointError`` (a ``ValueError``) whose message star
 and names the key: ``config.json: 'hidden_size' must be an integer, got '16' (str)``. A loader
 never lets an ``AttributeError`` or a ``KeyError`` of a malformed file escape, and never reads a
 checkpoint approximately: an option tinyllm's model does not implement (cross-attention, a
-decoder flag, relative positions, ...) is refused, not ignored.
+decoder flag, relative positions, ...) is refused, not ignored. ``model_from_state`` builds the
+model once the checkpoint's weights are converted to tinyllm's names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["HFCheckpointError", "read_config", "typed", "refuse"]
+__all__ = ["HFCheckpointError", "read_config", "typed", "refuse", "model_from_state"]
 
 
 class HFCheckpointError(ValueError):
@@ -78,3 +79,13 @@ def refuse(cfg: dict, where, what: str, supported: dict) -> None:
                                 f"tinyllm's {what}; it implements "
                                 + ", ".join(f"{k}={'/'.join(map(repr, ok))}"
                                             for k, ok in supported.items()))
+
+
+def model_from_state(cls, config, state: dict, dtype="float32"):
+    """``cls(config)`` holding ``state`` (tinyllm's names, checked by ``load_state_dict``) in
+    ``dtype``: the checkpoint decides the values, the caller the dtype."""
+    model = cls(config)
+    for p in model.parameters():
+        p.data = p.data.astype(dtype)
+    model.load_state_dict(state)
+    return model

@@ -26,7 +26,13 @@ import os
 
 from tinyllm import atomic, serialization
 from tinyllm.backend import np
-from tinyllm.models.hf_config import HFCheckpointError, read_config, refuse, typed
+from tinyllm.models.hf_config import (
+    HFCheckpointError,
+    model_from_state,
+    read_config,
+    refuse,
+    typed,
+)
 
 __all__ = ["load_gpt2", "save_gpt2", "config_from_hf", "config_to_hf", "hf_to_tinyllm",
            "tinyllm_to_hf", "HFCheckpointError"]
@@ -180,11 +186,7 @@ def load_gpt2(cls, path, dtype="float32"):
                                     f"Face GPT-2 directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     config = config_from_hf(read_config(cfg_path), cfg_path)
     weights = hf_to_tinyllm(serialization.load(w_path), config, w_path)
-    model = cls(config)
-    for p in model.parameters():  # the checkpoint decides the values, we decide the dtype
-        p.data = p.data.astype(dtype)
-    model.load_state_dict(weights)
-    return model
+    return model_from_state(cls, config, weights, dtype)
 
 
 def save_gpt2(model, path) -> None:

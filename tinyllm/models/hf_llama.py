@@ -28,6 +28,7 @@ import os
 
 from tinyllm import atomic, serialization
 from tinyllm.backend import np
+from tinyllm.models.hf_config import model_from_state
 
 __all__ = ["load_llama", "save_llama", "config_from_hf", "config_to_hf", "hf_to_tinyllm",
            "tinyllm_to_hf", "UNSUPPORTED"]
@@ -229,12 +230,7 @@ def load_llama(cls, path, dtype="float32"):
                                 f"directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
     config = config_from_hf(_read_json(cfg_path), cfg_path)
     weights, where = _read_weights(path, caller)
-    state = hf_to_tinyllm(weights, config, where)
-    model = cls(config)
-    for p in model.parameters():  # the checkpoint decides the values, we decide the dtype
-        p.data = p.data.astype(dtype)
-    model.load_state_dict(state)
-    return model
+    return model_from_state(cls, config, hf_to_tinyllm(weights, config, where), dtype)
 
 
 def save_llama(model, path) -> None:

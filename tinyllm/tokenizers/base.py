@@ -29,7 +29,7 @@ import json
 import os
 from pathlib import Path
 
-from tinyllm import atomic
+from tinyllm import atomic, json_files
 
 __all__ = ["Tokenizer", "TokenizerError", "SPECIAL_ROLES"]
 
@@ -48,12 +48,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def read_json(path: Path, what: str = "tokenizer JSON"):
     """The parsed JSON of ``path``, or ``TokenizerError`` naming the file."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid {what} ({e})") from None
-    except RecursionError:
-        raise TokenizerError(f"{path} is not valid {what}: it nests too deeply") from None
+    return json_files.read_json(path, TokenizerError, f"is not valid {what}")
 
 
 class Tokenizer:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyllm import atomic, serialization
+from tinyllm import atomic, json_files, serialization
 
 __all__ = ["CheckpointError", "RunFolderError", "Checkpoint", "save_checkpoint",
            "load_checkpoint", "recover", "atomic_write_text", "atomic_write_json",
@@ -212,12 +212,7 @@ def damaged(path: Path, e: Exception) -> str:
 def read_json(path: Path, what: str):
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: the run folder has no {what}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is damaged: not valid JSON ({e})") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} is damaged: its JSON nests too deeply") from None
+    return json_files.read_json(path, CheckpointError, "is damaged: not valid JSON")
 
 
 def _read_safetensors(path: Path, step: int):
