@@ -32,18 +32,24 @@ def log_probs(model, seqs):
     return lo - np.log(np.exp(lo).sum(-1, keepdims=True))
 
 
+def greedy_by_hand(model, ids, n, block):
+    """``n`` greedy tokens after ``ids``, each from a full forward pass of the last ``block``
+    tokens (no cache, no generation code)."""
+    ref = ids.copy()
+    with tl.no_grad():
+        for _ in range(n):
+            nxt = model(ref[:, -block:]).numpy()[:, -1].argmax(-1)
+            ref = np.concatenate([ref, nxt[:, None]], 1)
+    return ref
+
+
 # ---------------------------------------------------------------------------- greedy
 def test_greedy_is_argmax_loop(rng, device):
     model = tiny(device=device)
     x = prompt(rng)
     out = model.generate(x, 20)  # 4 + 20 > block_size 16: the context gets cropped
     assert out.dtype == np.int64 and out.shape == (2, 24)
-    ref = x.copy()
-    with tl.no_grad():
-        for _ in range(20):
-            nxt = model(ref[:, -16:]).numpy()[:, -1].argmax(-1)
-            ref = np.concatenate([ref, nxt[:, None]], 1)
-    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out, greedy_by_hand(model, x, 20, 16))
 
 
 @pytest.mark.parametrize("kw", [
@@ -279,9 +285,4 @@ def test_prompt_longer_than_block(rng):
     x = prompt(rng, t=9)
     out = model.generate(x, 4)
     np.testing.assert_array_equal(out, model.generate(x, 4, use_cache=False))
-    ref = x.copy()
-    with tl.no_grad():
-        for _ in range(4):
-            nxt = model(ref[:, -6:]).numpy()[:, -1].argmax(-1)
-            ref = np.concatenate([ref, nxt[:, None]], 1)
-    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out, greedy_by_hand(model, x, 4, 6))
