@@ -63,6 +63,28 @@ def test_gelu_exact_matches_math_erf(rng, device):
         np.testing.assert_allclose(got, np_gelu(x), atol=tol, rtol=tol * 10)
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_fast_path_equals_the_plain_form(approximate, rng, device):
+    """GELU's in-place float32 fast path: the plain form's values and gradients to float32
+    rounding, over a wide range (both tails, exact zeros), for a non-contiguous input too."""
+    x = np.concatenate([rng.standard_normal(3000) * 4, [-30.0, -9.0, -0.0, 0.0, 9.0, 30.0]])
+    x = x.astype(np.float32).reshape(-1, 6)[:, ::2]  # a strided view
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    out = {}
+    for fast in (True, False):
+        with tl.fast_paths(fast):
+            t = tl.tensor(x, requires_grad=True, device=device)
+            y = F.gelu(t, approximate=approximate)
+            y.backward(tl.tensor(gy, device=device))
+            out[fast] = to_numpy(y), to_numpy(t.grad)
+    for i, what in enumerate(("values", "gradients")):
+        got, want = out[True][i], out[False][i]
+        assert got.dtype == np.float32, f"fast {what} are {got.dtype}"
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6,
+                                   err_msg=f"gelu({approximate!r}) fast {what} vs plain")
+    assert np.all(np.isfinite(out[True][1])), "fast GELU gradient not finite in the tails"
+
+
 def test_gelu_tanh_matches_formula(rng, device):
     x = rng.standard_normal(30) * 3
     want = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))

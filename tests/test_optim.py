@@ -242,3 +242,30 @@ def test_state_dict_is_a_copy_and_load_checks_shapes():
     two = optim.Adam([nn.Parameter(np.ones(3)), nn.Parameter(np.ones(3))], lr=0.1)
     with pytest.raises(ValueError, match="groups"):
         two.load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("opt_cls, kwargs", [
+    (optim.AdamW, dict(lr=0.01, weight_decay=0.1, betas=(0.9, 0.99))),
+    (optim.Adam, dict(lr=0.02)),
+    (optim.Adam, dict(lr=0.02, weight_decay=0.1)),  # L2 decay: the plain update serves it
+])
+def test_adam_fast_update_equals_the_plain_form(opt_cls, kwargs, rng):
+    """The optimizer's fast path (one scratch array) gives the lesson's update bit for bit, in
+    float32 as in training, over steps whose bias corrections differ."""
+    shape = (int(rng.integers(2, 9)), int(rng.integers(2, 9)))
+    start = rng.standard_normal(shape).astype(np.float32)
+    grads = rng.standard_normal((7, *shape)).astype(np.float32)
+    runs = []
+    for fast in (True, False):
+        w = nn.Parameter(start.copy())
+        opt = opt_cls([w], **kwargs)
+        with tl.fast_paths(fast):
+            for g in grads:
+                w.grad = g.copy()
+                opt.step()
+        assert w.data.dtype == np.float32, f"fast={fast}: parameter became {w.data.dtype}"
+        runs.append((w.data.copy(), opt.state[id(w)]))
+    (w_fast, s_fast), (w_plain, s_plain) = runs
+    for key in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(s_fast[key], s_plain[key], err_msg=f"state {key}")
+    np.testing.assert_array_equal(w_fast, w_plain, err_msg="parameters after 7 steps")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from tinyllm import backend
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module
 from tinyllm.ops import to_float
@@ -115,39 +116,103 @@ class GELU(Function):
         return (gy * (self.cdf + x * pdf),)
 
     def fast_forward(self, x):
-        """The tanh form in place: two (B, T, 4C) buffers instead of eight temporaries."""
-        if self.approximate != "tanh" or x.ndim == 0:
+        """The same formulas in place, in float32 (float64 keeps Cody's erf, for gradient
+        checks): two buffers the size of x instead of about twenty temporaries."""
+        if x.dtype != "float32" or x.ndim == 0:
             return self.forward(x)
         xp = get_array_module(x)
         self.x = x
-        t = x * x
-        t *= 0.044715
-        t += 1
-        t *= x
-        t *= _SQRT_2_OVER_PI
-        self.t = xp.tanh(t, out=t)
-        y = t + 1
-        y *= x
-        y *= 0.5
+        y, keep = xp.empty_like(x), xp.empty_like(x)
+        if self.approximate == "tanh":
+            _gelu_tanh_kernel(x, y, keep)
+            self.t = keep
+        else:
+            _gelu_erf_kernel(x, y, keep)
+            self.cdf = keep
         return y
 
     def fast_backward(self, gy):
-        if self.approximate != "tanh" or gy.ndim == 0:
+        x = self.x
+        if x.dtype != "float32" or x.ndim == 0:
             return self.backward(gy)
-        x, t = self.x, self.t
-        xp = get_array_module(x)
-        d = x * x  # du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2), then the whole derivative
-        d *= 3 * 0.044715 * _SQRT_2_OVER_PI
-        d += _SQRT_2_OVER_PI
-        one_minus_t2 = t * t
-        xp.subtract(1, one_minus_t2, out=one_minus_t2)
-        d *= one_minus_t2
-        d *= x
-        d += t
-        d += 1
-        d *= 0.5
-        d *= gy
-        return (d,)
+        gx = get_array_module(x).empty_like(x)
+        kernel = _gelu_tanh_grad_kernel if self.approximate == "tanh" else _gelu_erf_grad_kernel
+        kernel(x, self.t if self.approximate == "tanh" else self.cdf, gy, gx)
+        return (gx,)
+
+
+# The fast paths' kernels: each writes its outputs into the arrays it is given, in float32,
+# with the plain forms' formulas (the same polynomial and constants, so the two agree to
+# rounding); every line is one pass over x, and only the tanh gradient needs a temporary.
+_F = {k: backend.np.float32(v) for k, v in dict(
+    half=0.5, one=1.0, p=_AS_P / math.sqrt(2), c=0.044715, s=_SQRT_2_OVER_PI,
+    s3c=3 * 0.044715 * _SQRT_2_OVER_PI, pdf=_INV_SQRT_2PI, mhalf=-0.5).items()}
+_AS_A32 = [backend.np.float32(a) for a in _AS_A]
+
+
+def _gelu_erf_kernel(x, y, cdf):
+    """cdf = Phi(x) = 1/2 + sign(x) (1/2 - 1/2 t P(t) exp(-x^2/2)), t = 1/(1 + p |x|/sqrt 2)."""
+    xp, f = get_array_module(x), _F
+    t = xp.abs(x, out=y)  # y holds t until the end
+    t *= f["p"]
+    t += f["one"]
+    xp.reciprocal(t, out=t)
+    xp.multiply(t, _AS_A32[0], out=cdf)
+    for a in _AS_A32[1:]:  # Horner's rule: cdf = t P(t)
+        cdf += a
+        cdf *= t
+    e = xp.multiply(x, x, out=t)  # exp(-x^2/2) = exp(-(|x|/sqrt 2)^2)
+    e *= f["mhalf"]
+    xp.exp(e, out=e)
+    cdf *= e  # erfc(|x|/sqrt 2)
+    cdf *= f["mhalf"]
+    cdf += f["half"]  # erf(|x|/sqrt 2) / 2
+    xp.copysign(cdf, x, out=cdf)
+    cdf += f["half"]
+    xp.multiply(x, cdf, out=y)
+
+
+def _gelu_erf_grad_kernel(x, cdf, gy, gx):
+    """gx = gy (Phi(x) + x phi(x)), phi(x) = exp(-x^2/2) / sqrt(2 pi) recomputed (no third saved
+    array)."""
+    xp, f = get_array_module(x), _F
+    xp.multiply(x, x, out=gx)
+    gx *= f["mhalf"]
+    xp.exp(gx, out=gx)
+    gx *= x
+    gx *= f["pdf"]
+    gx += cdf
+    gx *= gy
+
+
+def _gelu_tanh_kernel(x, y, t):
+    """t = tanh(sqrt(2/pi) (x + 0.044715 x^3)), y = x (1 + t) / 2."""
+    xp, f = get_array_module(x), _F
+    xp.multiply(x, x, out=t)
+    t *= f["c"]
+    t += f["one"]
+    t *= x
+    t *= f["s"]
+    xp.tanh(t, out=t)
+    xp.add(t, f["one"], out=y)
+    y *= x
+    y *= f["half"]
+
+
+def _gelu_tanh_grad_kernel(x, t, gy, gx):
+    """gx = gy (0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2))."""
+    xp, f = get_array_module(x), _F
+    xp.multiply(x, x, out=gx)
+    gx *= f["s3c"]
+    gx += f["s"]  # du/dx
+    gx *= x
+    d = xp.multiply(t, t, out=None)
+    xp.subtract(f["one"], d, out=d)
+    gx *= d  # x (1 - t^2) du/dx
+    gx += t
+    gx += f["one"]
+    gx *= f["half"]
+    gx *= gy
 
 
 def gelu(x, approximate: str = "none"):

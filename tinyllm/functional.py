@@ -279,6 +279,29 @@ class LayerNorm(Function):
             gb = gy.reshape(-1, c).sum(axis=0)
         return gx, gw, gb
 
+    def fast_backward(self, gy):
+        """The same in fewer passes: row means and row dot products as einsum (no product
+        temporaries), dw as one einsum over the rows, in place."""
+        xhat, rstd, w = self.xhat, self.rstd, self.w
+        xp = get_array_module(gy)
+        c = xhat.shape[-1]
+        gx = gw = gb = None
+        if self.needs_grad[0]:
+            gx = gy * w
+            mean_g = xp.einsum("...i->...", gx)[..., None]
+            mean_gx = xp.einsum("...i,...i->...", gx, xhat)[..., None]
+            mean_g *= 1 / c
+            mean_gx *= 1 / c
+            gx -= mean_g
+            mean_gx = xhat * mean_gx
+            gx -= mean_gx
+            gx *= rstd
+        if self.needs_grad[1]:
+            gw = xp.einsum("ij,ij->j", gy.reshape(-1, c), xhat.reshape(-1, c))
+        if self.needs_grad[2]:
+            gb = gy.reshape(-1, c).sum(axis=0)
+        return gx, gw, gb
+
 
 def layer_norm(x, weight, bias, eps: float = 1e-5):
     """Layer normalisation over the last axis: x (..., C), weight and bias (C,)."""

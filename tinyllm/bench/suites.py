@@ -104,14 +104,15 @@ def gpt_flops(c: dict) -> float:
     return (6 * n + 12 * nl * h * (ce // h) * t) * t * c["batch"]
 
 
-def make_gpt(c: dict, seed=0, device="cpu"):
-    """tinyllm GPT (tanh GELU), its optimizer, the weights as NumPy, and one train-step closure."""
+def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh"):
+    """tinyllm GPT (tanh GELU unless ``activation`` says "gelu"), its optimizer, the weights as
+    NumPy, and one train-step closure."""
     import tinyllm as tl  # noqa: PLC0415
     from tinyllm.models.gpt import GPT, GPTConfig  # noqa: PLC0415
     from tinyllm.optim import clip_grad_norm_  # noqa: PLC0415
 
     tl.manual_seed(seed)
-    cfg = GPTConfig(**{k: v for k, v in c.items() if k != "batch"}, activation="gelu_tanh")
+    cfg = GPTConfig(**{k: v for k, v in c.items() if k != "batch"}, activation=activation)
     model = GPT(cfg)
     state = {k: _host(v) for k, v in model.state_dict().items()}
     if device != "cpu":
