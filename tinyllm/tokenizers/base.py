@@ -51,6 +51,12 @@ def read_json(path: Path, what: str = "tokenizer JSON"):
     return json_files.read_json(path, TokenizerError, f"is not valid {what}")
 
 
+def _special_id_property(role: str) -> property:
+    """A read-only property: the id of the special token of ``role`` ("pad", "eos", ...), or None."""
+    return property(lambda self: self._special_id(role),
+                    doc=f"The id of the {role} token (int), or None when there is none.")
+
+
 class Tokenizer:
     """Base class: subclasses call ``_set_vocab`` and set ``self.special_tokens`` (role ->
     token string), and implement ``encode``, ``decode``, ``to_dict`` and ``from_dict``."""
@@ -141,33 +147,14 @@ class Tokenizer:
         tok = getattr(self, "special_tokens", {}).get(role)
         return None if tok is None else self.token_to_id(tok)
 
-    @property
-    def pad_token_id(self) -> int | None:
-        return self._special_id("pad")
-
-    @property
-    def unk_token_id(self) -> int | None:
-        return self._special_id("unk")
-
-    @property
-    def bos_token_id(self) -> int | None:
-        return self._special_id("bos")
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return self._special_id("eos")
-
-    @property
-    def mask_token_id(self) -> int | None:
-        return self._special_id("mask")
-
-    @property
-    def cls_token_id(self) -> int | None:
-        return self._special_id("cls")
-
-    @property
-    def sep_token_id(self) -> int | None:
-        return self._special_id("sep")
+    # Hugging Face's names for the special tokens' ids (None when the tokenizer has no such role)
+    pad_token_id = _special_id_property("pad")
+    unk_token_id = _special_id_property("unk")
+    bos_token_id = _special_id_property("bos")
+    eos_token_id = _special_id_property("eos")
+    mask_token_id = _special_id_property("mask")
+    cls_token_id = _special_id_property("cls")
+    sep_token_id = _special_id_property("sep")
 
     @property
     def all_special_ids(self) -> list[int]:
