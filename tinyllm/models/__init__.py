@@ -33,6 +33,7 @@ from tinyllm.models.gpt import GPT, Block, CausalSelfAttention, GPTConfig
 from tinyllm.models.hub import PretrainedMixin
 from tinyllm.models.llama import Llama, LlamaConfig
 from tinyllm.models.mlp_lm import MLPLM
+from tinyllm.models.model_driver import ModelDriver
 from tinyllm.models.pooling import encode_sentences
 from tinyllm.models.presets import PRESETS, preset_config
 from tinyllm.models.transformer import (
