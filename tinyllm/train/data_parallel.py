@@ -166,6 +166,10 @@ class DataParallel:
         return (value if total else math.nan), ntok
 
     def _reduce(self, local_loss: float, stop_requested: bool) -> float:
+        if self.world == 1 and not self.zero:  # nothing to add up: the gradients stay put
+            self.stop = stop_requested
+            self.has_grad = [p.grad is not None for p in self.params]
+            return local_loss
         buf, extra = self.buffer, self.n_pad
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             buf[lo:hi] = 0 if p.grad is None else p.grad.reshape(-1)
