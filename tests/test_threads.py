@@ -105,8 +105,12 @@ def test_leaf_gradients_into_a_sink_then_added_in_order(rng):
     assert leaf is x
     np.testing.assert_allclose(g, 2 * x.data + 1)
     autograd.add_leaf_gradients(sink)
+    np.testing.assert_allclose(x.grad, 2 * x.data + 1, err_msg="added once")
+    autograd.add_leaf_gradients(sink, sink, sink)
+    np.testing.assert_allclose(x.grad, 4 * (2 * x.data + 1), err_msg="then three more times")
+    g = x.grad
     autograd.add_leaf_gradients(sink)
-    np.testing.assert_allclose(x.grad, 2 * (2 * x.data + 1), err_msg="added twice")
+    assert x.grad is g, "a leaf's existing .grad is added into in place"
 
 
 def test_thread_rng_is_this_threads_own():

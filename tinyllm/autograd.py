@@ -258,10 +258,24 @@ def leaf_gradients_into(sink: dict):
         _thread.sink = previous
 
 
-def add_leaf_gradients(sink: dict) -> None:
-    """Add a sink's gradients into their leaves' ``.grad`` (as ``backward`` would have)."""
-    for t, g in sink.values():
-        _accumulate_leaf(t, g)
+def add_leaf_gradients(*sinks: dict) -> None:
+    """Add the sinks' gradients into their leaves' ``.grad`` (as ``backward`` would have),
+    sink after sink: a leaf's total is g_0 + g_1 + ... in the sinks' order, one fresh array."""
+    per_leaf = {}
+    for sink in sinks:
+        for key, (t, g) in sink.items():
+            per_leaf.setdefault(key, (t, []))[1].append(g)
+    for t, grads in per_leaf.values():
+        if len(grads) == 1:
+            _accumulate_leaf(t, grads[0])
+            continue
+        total = grads[0] + grads[1]  # a new array: it may become .grad without a copy
+        for g in grads[2:]:
+            total += g
+        if t.grad is None:
+            t.grad = total
+        else:
+            t.grad += total
 
 
 def _accumulate_leaf(t, g) -> None:

@@ -106,6 +106,5 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
                 if error is not None:
                     raise error
                 values.append(futures[i].result())
-    for sink in sinks:
-        autograd.add_leaf_gradients(sink)
+    autograd.add_leaf_gradients(*sinks)
     return values
