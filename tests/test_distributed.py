@@ -309,7 +309,10 @@ def test_the_data_parallel_step_runs_on_the_test_device(rng, device):
         want = _params(ref)
         for name, p in task.model.named_parameters():
             assert backend.get_device(p.data) == device, f"{name} left the device"
-            np.testing.assert_allclose(backend.to_device(p.data, "cpu"), want[name], atol=2e-5,
+            # AdamW divides by the gradient's own size: a weight whose gradient is rounding
+            # noise moves by up to lr either way, so the weights agree to a share of lr (1e-2)
+            # (2e-5 failed about one seed in twenty; 150 seeds stay under 2.3e-4)
+            np.testing.assert_allclose(backend.to_device(p.data, "cpu"), want[name], atol=5e-4,
                                        err_msg=f"{name} after 3 steps, zero_stage={zero}")
 
 

@@ -26,6 +26,8 @@ NUMPY_ALLOWED = (
 FORBIDDEN = {
     "tinyllm.backend": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                         "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.blas": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
+                     "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.ids": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                     "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.autograd": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],

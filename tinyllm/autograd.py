@@ -32,6 +32,7 @@ the exercise tests grade; the fast ones run only while ``backend.fast_paths_enab
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from tinyllm import backend
 
@@ -239,9 +240,55 @@ def run_backward(root, seed) -> None:
         node.grad_fn = _FREED
 
 
+_thread = threading.local()
+
+
+@contextlib.contextmanager
+def leaf_gradients_into(sink: dict):
+    """Inside, ``backward`` on this thread adds each leaf's gradient into ``sink`` (id(leaf) ->
+    [leaf, gradient]) instead of the leaf's ``.grad``: threads that backpropagate parts of one
+    batch at once through the same parameters each keep their own sums, which the caller adds
+    into ``.grad`` afterwards in a fixed order (``add_leaf_gradients``), so the result does not
+    depend on which thread finished first."""
+    previous = getattr(_thread, "sink", None)
+    _thread.sink = sink
+    try:
+        yield sink
+    finally:
+        _thread.sink = previous
+
+
+def add_leaf_gradients(*sinks: dict) -> None:
+    """Add the sinks' gradients into their leaves' ``.grad`` (as ``backward`` would have),
+    sink after sink: a leaf's total is g_0 + g_1 + ... in the sinks' order, one fresh array."""
+    per_leaf = {}
+    for sink in sinks:
+        for key, (t, g) in sink.items():
+            per_leaf.setdefault(key, (t, []))[1].append(g)
+    for t, grads in per_leaf.values():
+        if len(grads) == 1:
+            _accumulate_leaf(t, grads[0])
+            continue
+        total = grads[0] + grads[1]  # a new array: it may become .grad without a copy
+        for g in grads[2:]:
+            total += g
+        if t.grad is None:
+            t.grad = total
+        else:
+            t.grad += total
+
+
 def _accumulate_leaf(t, g) -> None:
     if g.shape != t.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {t.shape}")
+    sink = getattr(_thread, "sink", None)
+    if sink is not None:
+        entry = sink.get(id(t))
+        if entry is None:
+            sink[id(t)] = [t, g]  # may be shared with the graph: the next one makes a sum
+        else:
+            entry[1] = entry[1] + g
+        return
     if t.grad is None:
         t.grad = g.copy()  # owned: optimizers and clipping may change it in place
     else:

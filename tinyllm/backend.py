@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -22,6 +23,7 @@ __all__ = [
     "np", "get_array_module", "get_device", "as_array", "to_device", "cupy_or_error",
     "set_default_device", "get_default_device", "manual_seed", "rng", "is_float", "scatter_add",
     "dropout_mask", "cupy_loaded", "tune_malloc", "fast_paths", "fast_paths_enabled",
+    "thread_rng",
 ]
 
 _cupy = None
@@ -191,9 +193,26 @@ def manual_seed(seed: int) -> None:
         _cupy.random.seed(seed)
 
 
+_thread = threading.local()
+
+
 def rng() -> np.random.Generator:
-    """The host random generator that initialisation, dropout masks and sampling draw from."""
-    return _rng
+    """The host random generator that initialisation, dropout masks and sampling draw from
+    (this thread's own one inside ``thread_rng``)."""
+    return getattr(_thread, "rng", None) or _rng
+
+
+@contextlib.contextmanager
+def thread_rng(generator: np.random.Generator):
+    """Inside, ``rng()`` on this thread is ``generator``: threads that compute parts of one
+    step draw their dropout masks from streams of their own, so the masks do not depend on
+    which thread happens to draw first."""
+    previous = getattr(_thread, "rng", None)
+    _thread.rng = generator
+    try:
+        yield
+    finally:
+        _thread.rng = previous
 
 
 def scatter_add(target, index, values) -> None:

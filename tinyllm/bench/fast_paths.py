@@ -38,27 +38,52 @@ def _without(cls, step):
     return run
 
 
+def _adam_plain(step):
+    """The step with Adam's plain update (``Adam._update``) instead of its fast one."""
+    from tinyllm.optim import Adam  # noqa: PLC0415
+
+    def run():
+        saved = Adam.__dict__["_fast_update"]
+        Adam._fast_update = Adam._update
+        try:
+            step()
+        finally:
+            Adam._fast_update = saved
+    return run
+
+
 def suite_fast_paths(opts: Options) -> list:
+    """One table per GELU form (tanh, with the hand-written NumPy step as the baseline; exact,
+    which the NumPy step does not implement)."""
     import tinyllm as tl  # noqa: PLC0415
 
     c = QUICK if opts.quick else BABY
-    cfg, _, state, batch, step = make_gpt(c)
+    tables = []
+    for activation in ("gelu_tanh", "gelu"):
+        cfg, _, state, batch, step = make_gpt(c, activation=activation)
 
-    def plain():
-        with tl.fast_paths(False):
-            step()
+        def plain(step=step):
+            with tl.fast_paths(False):
+                step()
 
-    fns = {"all fast paths on": step, "all off (plain forms)": plain}
-    for cls in functions_with_fast_paths():
-        fns[f"{cls.__name__} off"] = _without(cls, step)
-    fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
-    stats = interleave(fns, opts.rounds, opts.warmup)
-    base, on = stats["numpy by hand"].median, stats["all fast paths on"].median
-    t = Table("Fast paths in the GPT training step (cpu)",
-              ["tinyllm step", "median ms", "ratio to numpy by hand", "ratio to all on"])
-    for name, s in stats.items():
-        t.rows.append([name, f"{s.median * 1e3:.1f}", f"{s.median / base:.3f}x",
-                       f"{s.median / on:.3f}x"])
-    t.notes.append(f"the gpt suite's baby step, {opts.rounds} interleaved rounds after "
-                   f"{opts.warmup} warm-up; 'X off' runs every fast path but X's")
-    return [t]
+        fns = {"all fast paths on": step, "all off (plain forms)": plain}
+        for cls in functions_with_fast_paths():
+            fns[f"{cls.__name__} off"] = _without(cls, step)
+        fns["Adam's update plain"] = _adam_plain(step)
+        if activation == "gelu_tanh":
+            fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
+        stats = interleave(fns, opts.rounds, opts.warmup)
+        on = stats["all fast paths on"].median
+        base = stats["numpy by hand"].median if "numpy by hand" in stats else None
+        form = "tanh" if activation == "gelu_tanh" else "exact (erf)"
+        t = Table(f"Fast paths in the GPT training step, GELU {form} (cpu)",
+                  ["tinyllm step", "median ms", "ratio to numpy by hand", "ratio to all on"])
+        for name, st in stats.items():
+            t.rows.append([name, f"{st.median * 1e3:.1f}",
+                           f"{st.median / base:.3f}x" if base else "n/a",
+                           f"{st.median / on:.3f}x"])
+        t.notes.append(f"the gpt suite's baby step with GELU {form}, {opts.rounds} interleaved "
+                       f"rounds after {opts.warmup} warm-up; 'X off' runs every fast path but "
+                       "X's")
+        tables.append(t)
+    return tables

@@ -30,10 +30,11 @@ from tinyllm.bench.suites import (
 )
 
 
-def _gpt_step_for(impl: str, quick: bool, activation: str = "gelu_tanh"):
+def _gpt_step_for(impl: str, quick: bool, activation: str = "gelu_tanh", threads: int = 1):
     tune_malloc()  # a fresh child process: as the parent bench and the trainer do
     c = QUICK if quick else BABY
-    cfg, _, state, batch, tl_step = make_gpt(c, activation=activation)
+    cfg, _, state, batch, tl_step = make_gpt(c, activation=activation,
+                                             threads=threads if impl == "tinyllm" else 1)
     if impl == "tinyllm":
         return tl_step
     return {"numpy by hand": make_numpy_gpt, "pytorch eager": make_torch_gpt,
@@ -100,9 +101,10 @@ def suite_memory(opts: Options) -> list:
     return [t]
 
 
-def solo_child(impl: str, rounds: int, quick: bool, activation: str = "gelu_tanh") -> dict:
+def solo_child(impl: str, rounds: int, quick: bool, activation: str = "gelu_tanh",
+               threads: int = 1) -> dict:
     """In a fresh process with only ``impl`` loaded: the median of ``rounds`` steps."""
-    step = _gpt_step_for(impl, quick, activation)
+    step = _gpt_step_for(impl, quick, activation, threads)
     for _ in range(3):
         step()
     times = []
@@ -122,18 +124,27 @@ def suite_gpt_solo(opts: Options) -> list:
     """The baby step with each implementation alone in its own process, in its own best
     threading (PyTorch's OpenMP threads may spin, as they do by default): the in-process
     interleaved table must make PyTorch wait passively so that NumPy's threads can run.
-    Both GELU forms; the ratios are to PyTorch with the same form."""
-    impls = (["tinyllm", "numpy by hand"] + (["pytorch eager"] if have_torch() else [])
+    Both GELU forms; the ratios are to PyTorch with the same form. tinyllm runs twice: with
+    the batch in as many parts as there are threads (``--set threads=N`` in the trainer), and
+    as one part (each matmul on every BLAS thread, everything else on one core)."""
+    from tinyllm.train.threads import usable_cores  # noqa: PLC0415
+
+    n = opts.threads or usable_cores()
+    ours = [f"tinyllm, threads={n}", "tinyllm, threads=1"] if n > 1 else ["tinyllm, threads=1"]
+    impls = (ours + ["numpy by hand"] + (["pytorch eager"] if have_torch() else [])
              + (["dezero"] if have_dezero() else []))
     cases = [(i, a) for a in SOLO_GELUS for i in impls
-             if a == "gelu_tanh" or i in ("tinyllm", "pytorch eager")]
+             if a == "gelu_tanh" or i.startswith("tinyllm") or i == "pytorch eager"]
     reps = 1 if opts.quick else 3
     rounds = 3 if opts.quick else max(10, opts.rounds)
     runs = {c: [] for c in cases}
     for _ in range(reps):  # alternate the processes so that drift hits all alike
         for impl, act in cases:
+            name, threads = (("tinyllm", int(impl.split("=")[1])) if impl.startswith("tinyllm")
+                             else (impl, 1))
             code = ("import json; from tinyllm.bench.isolated import solo_child; "
-                    f"print(json.dumps(solo_child({impl!r}, {rounds}, {opts.quick!r}, {act!r})))")
+                    f"print(json.dumps(solo_child({name!r}, {rounds}, {opts.quick!r}, {act!r}, "
+                    f"{threads})))")
             runs[impl, act].append(_child(code, threads=opts.threads, unset=("OMP_WAIT_POLICY",)))
     med = {c: float(np.median([r["median"] for r in rs])) for c, rs in runs.items()}
     base_impl = "pytorch eager" if have_torch() else "numpy by hand"
@@ -149,9 +160,11 @@ def suite_gpt_solo(opts: Options) -> list:
     t.notes.append(f"{reps} processes per implementation and GELU, alternating, {rounds} timed "
                    "steps each after 3 warm-up steps; median of the processes' medians; "
                    "OMP_WAIT_POLICY left at the default in every child; clipping at 1.0")
+    t.notes.append(f"tinyllm, threads={n}: the batch's {n} parts forward and backward at once "
+                   "on threads, each matmul on one BLAS thread (tinyllm.train.threads)")
     if ("dezero", "gelu_tanh") in med:
-        t.notes.append("DeZero's median / tinyllm's: "
-                       f"{med['dezero', 'gelu_tanh'] / med['tinyllm', 'gelu_tanh']:.2f}x")
+        t.notes.append("DeZero's median / tinyllm's (threads=1): "
+                       f"{med['dezero', 'gelu_tanh'] / med['tinyllm, threads=1', 'gelu_tanh']:.2f}x")
     return [t]
 
 

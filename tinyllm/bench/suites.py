@@ -104,12 +104,15 @@ def gpt_flops(c: dict) -> float:
     return (6 * n + 12 * nl * h * (ce // h) * t) * t * c["batch"]
 
 
-def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh"):
+def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1):
     """tinyllm GPT (tanh GELU unless ``activation`` says "gelu"), its optimizer, the weights as
-    NumPy, and one train-step closure."""
+    NumPy, and one train-step closure; with ``threads`` > 1 the step computes that many parts
+    of the batch at once (``tinyllm.train.threads``, as ``tinyllm train --set threads=N``)."""
     import tinyllm as tl  # noqa: PLC0415
+    from tinyllm import blas  # noqa: PLC0415
     from tinyllm.models.gpt import GPT, GPTConfig  # noqa: PLC0415
     from tinyllm.optim import clip_grad_norm_  # noqa: PLC0415
+    from tinyllm.train.threads import backward_on_threads  # noqa: PLC0415
 
     tl.manual_seed(seed)
     cfg = GPTConfig(**{k: v for k, v in c.items() if k != "batch"}, activation=activation)
@@ -123,13 +126,24 @@ def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh"):
     x = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
     y = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
     xd, yd = (tl.tensor(a, device=device) for a in (x, y))
+    if c["batch"] % threads:
+        raise ValueError(f"a batch of {c['batch']} rows does not split into {threads} parts")
+    rows = c["batch"] // threads
+    parts = [(xd[i * rows:(i + 1) * rows], yd[i * rows:(i + 1) * rows]) for i in range(threads)]
+
+    def part_loss(xp, yp):
+        if threads == 1:
+            return lambda: model(xp, yp)[1]
+        return lambda: model(xp, yp)[1] * (1 / threads)  # each part's share of the mean
+
+    losses = [part_loss(*p) for p in parts]
 
     def step():
-        opt.zero_grad()
-        _, loss = model(xd, yd)
-        loss.backward()
-        clip_grad_norm_(params, CLIP)
-        opt.step()
+        with blas.limit(1 if threads > 1 else None):  # the whole step: no BLAS worker left
+            opt.zero_grad()                             # spinning into the next one
+            loss = sum(backward_on_threads(losses, threads))
+            clip_grad_norm_(params, CLIP)
+            opt.step()
         return loss
 
     return cfg, model, state, (x, y), step

@@ -31,7 +31,7 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 # Settings that may change when a run is resumed: they do not alter the training trajectory.
 RESUMABLE_KEYS = ("max_iters", "eval_interval", "eval_iters", "log_interval", "ckpt_interval",
                   "device", "sample_chars", "out", "divergence_factor", "verify_corpus",
-                  "grad_accum_steps", "zero_stage")
+                  "grad_accum_steps", "zero_stage", "threads")
 
 
 class ConfigError(ValueError):
@@ -70,6 +70,8 @@ class TrainConfig:
     # each process's; its rows are split into grad_accum_steps micro-batches
     grad_accum_steps: int = 1
     zero_stage: int = 0                 # 1: AdamW's state sharded over the processes (ZeRO-1)
+    threads: int = 1                    # CPU: each micro-batch in this many parts, computed at
+                                        # once on threads (tinyllm.train.threads)
     divergence_factor: float = 10.0     # stop when the smoothed loss passes this many times its
                                         # lowest and its first value (0: never stop)
     precision: str = "float32"          # float32 | bfloat16 | float16 (tinyllm.precision)
@@ -127,7 +129,7 @@ class TrainConfig:
             raise ConfigError(f"config key 'device' must be one of {list(DEVICES)}, "
                               f"got {self.device!r}")
         for key in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval",
-                    "eval_iters", "log_interval", "grad_accum_steps"):
+                    "eval_iters", "log_interval", "grad_accum_steps", "threads"):
             _positive(key, getattr(self, key))
         for key in ("max_iters", "warmup_iters", "sample_chars"):
             if getattr(self, key) < 0:
@@ -141,10 +143,13 @@ class TrainConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"config keys 'n_embd' ({self.n_embd}) and 'n_head' "
                               f"({self.n_head}): n_embd must be divisible by n_head")
-        if self.batch_size % self.grad_accum_steps:
-            raise ConfigError(f"config keys 'batch_size' ({self.batch_size}) and "
-                              f"'grad_accum_steps' ({self.grad_accum_steps}): the batch must "
-                              "split into equal micro-batches")
+        if self.batch_size % (self.grad_accum_steps * self.threads):
+            raise ConfigError(f"config keys 'batch_size' ({self.batch_size}), "
+                              f"'grad_accum_steps' ({self.grad_accum_steps}) and 'threads' "
+                              f"({self.threads}): the batch must split into equal "
+                              "micro-batches, grad_accum_steps x threads of them")
+        if self.threads > 1:
+            _check_threads(self)
         _choice("zero_stage", self.zero_stage, (0, 1))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"config key 'dropout' must be in [0, 1), got {self.dropout}")
@@ -161,6 +166,21 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _check_threads(cfg) -> None:
+    """threads > 1 runs parts of a batch at once (tinyllm.train.threads): on the CPU, with a
+    loss that only builds a graph (tl.no_grad is one switch for the whole process)."""
+    why = None
+    if cfg.device != "cpu":
+        why = f"it is for the CPU (device is {cfg.device!r}: the GPU runs the parts at once)"
+    elif cfg.task in ("distill", "dpo"):
+        why = (f"the {cfg.task} loss runs a second model under tl.no_grad, which would switch "
+               "the graph off for the other threads too")
+    elif cfg.model_args.get("checkpoint_blocks"):
+        why = "activation checkpointing runs its first forward under tl.no_grad"
+    if why:
+        raise ConfigError(f"config key 'threads' ({cfg.threads}) must be 1 here: {why}")
+
+
 def _hints() -> dict:
     return typing.get_type_hints(TrainConfig)
 

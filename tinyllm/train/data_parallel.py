@@ -39,9 +39,10 @@ import traceback
 
 import numpy as np
 
-from tinyllm import backend
+from tinyllm import backend, blas
 from tinyllm import distributed as dist
 from tinyllm.train.config import ConfigError
+from tinyllm.train.threads import backward_on_threads
 
 __all__ = ["DataParallel", "setup", "shard_batch", "loss_weight", "is_writer", "from_writer",
            "on_writer", "stop_all_on_error", "use_local_gpu"]
@@ -103,7 +104,7 @@ class DataParallel:
 
         self.cfg, self.task = cfg, task
         self.rank, self.world = dist.rank(), dist.world_size()
-        self.k = cfg.grad_accum_steps
+        self.k, self.threads = cfg.grad_accum_steps, cfg.threads
         inner = getattr(optimizer, "optimizer", optimizer)
         self.params = [p for g in inner.param_groups for p in g["params"]]
         if len({p.dtype for p in self.params}) != 1:
@@ -151,20 +152,24 @@ class DataParallel:
         total = loss_weight(self.task, inputs)
         self._reseed(step)
         self.opt.zero_grad()
-        local = 0.0
-        for micro in shard_batch(inputs, self.rank, self.world, self.k):
+        parts = []
+        for micro in shard_batch(inputs, self.rank, self.world, self.k * self.threads):
             w = loss_weight(self.task, micro)
             if w == 0:  # nothing to average here (every target ignored): no contribution
                 continue
-            loss = self.task.loss(micro)  # host rows: the model moves them (as a plain step)
-            share = w / total
-            local += loss.item() * share
-            (loss * share).backward()
+            # host rows: the model moves them (as a plain step); the part's share of the mean
+            parts.append(functools.partial(_weighted_loss, self.task, micro, w / total))
+        with blas.limit(1 if self.threads > 1 else None):
+            local = sum(backward_on_threads(parts, self.threads))
         value = self._reduce(local, stop_requested)
         self.steps += 1
         return (value if total else math.nan), ntok
 
     def _reduce(self, local_loss: float, stop_requested: bool) -> float:
+        if self.world == 1 and not self.zero:  # nothing to add up: the gradients stay put
+            self.stop = stop_requested
+            self.has_grad = [p.grad is not None for p in self.params]
+            return local_loss
         buf, extra = self.buffer, self.n_pad
         for p, lo, hi in zip(self.params, self.offsets[:-1], self.offsets[1:]):
             buf[lo:hi] = 0 if p.grad is None else p.grad.reshape(-1)
@@ -202,8 +207,10 @@ class DataParallel:
             group["lr"] = lr
         clip = self.cfg.grad_clip
         if not self.zero:
-            norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
-            self.opt.step()
+            # with threads, no BLAS worker may be left spinning into the next step's parts
+            with blas.limit(1 if self.threads > 1 else None):
+                norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
+                self.opt.step()
             return norm
         norm = math.sqrt(self.norm_sq) if clip > 0 else 0.0
         if clip > 0 and norm > clip:
@@ -231,10 +238,18 @@ class DataParallel:
     def describe(self) -> str:
         b, k = self.cfg.batch_size, self.k
         rows = f"{b} rows" + (f" ({k} micro-batches of {b // k})" if k > 1 else "")
+        if self.threads > 1:
+            rows += f", each in {self.threads} parts at once on threads"
         zero = f"; ZeRO stage 1: AdamW's state in {self.world} shards" if self.zero else ""
         return (f"data parallel: {self.world} process(es) x {rows} = {b * self.world} rows a "
                 f"step, gradients in one {self.n_grad * self.buffer.itemsize / 2**20:.1f} MiB "
                 f"buffer{zero}")
+
+
+def _weighted_loss(task, micro: dict, share: float):
+    """A part's loss times its share of the global batch's mean (so that the parts' gradients
+    add up to the mean's)."""
+    return task.loss(micro) * share
 
 
 class _ShardView:
@@ -309,7 +324,7 @@ def setup(run) -> DataParallel | None:
                 f"({was * cfg.batch_size} rows a step); resuming with {world} would change the "
                 f"batch. Resume it with `mpiexec -n {was} tinyllm train --resume {run.out}`"
                 + ("" if was > 1 else " or without mpiexec"))
-    if world == 1 and cfg.grad_accum_steps == 1 and not cfg.zero_stage:
+    if world == 1 and cfg.grad_accum_steps == 1 and not cfg.zero_stage and cfg.threads == 1:
         return None
     dp = DataParallel(cfg, run.task, run.opt)
     run.opt = dp.opt

@@ -1,0 +1,110 @@
+"""Every core in one process: the parts of a batch forward and backward at once, on threads.
+
+NumPy runs each elementwise expression on one core and only its matmuls on all of them, so a
+small model's step leaves the other cores idle most of the time. Cutting the batch into
+``threads`` parts and running each part's forward and backward on its own thread keeps every
+core busy with all of the work: NumPy's loops and OpenBLAS's matmuls release Python's GIL, so
+the threads compute at the same time, and each matmul runs on one BLAS thread
+(``tinyllm.blas.limit(1)``) instead of queueing for all of them.
+
+    losses = backward_on_threads([part_loss_0, part_loss_1], threads=2)
+
+Each ``part_loss_i()`` builds its part's (already weighted) scalar loss; its gradients go to a
+sink of its own (``autograd.leaf_gradients_into``), and the sinks are added into the
+parameters' ``.grad`` in the parts' order once all have finished: the same sum whichever
+thread ends first, equal to the one-thread step's gradient to float32 rounding. Each part
+draws its dropout masks from a generator of its own, seeded from tinyllm's generator, so a run
+stays reproducible and resumable.
+
+What may run this way: a loss that only builds a graph. Python's autograd switch
+(``tl.no_grad``) is one flag for the whole process, so a loss that turns it off inside (a
+teacher's or a reference model's forward, activation checkpointing) must run on one thread;
+the trainer refuses ``threads`` > 1 for those (``check``). On a GPU the device already runs
+every part in parallel: ``threads`` is for the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from tinyllm import autograd, backend, blas
+
+__all__ = ["backward_on_threads", "usable_cores"]
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_lock = threading.Lock()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _get_pool(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="tinyllm-part"), n
+        return _pool
+
+
+def _forget_pool() -> None:  # a forked child inherits the pool object but not its threads
+    global _pool, _pool_size, _lock
+    _pool, _pool_size, _lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run_part(part_loss, generator, sink):
+    with backend.thread_rng(generator), autograd.leaf_gradients_into(sink):
+        loss = part_loss()
+        loss.backward()
+        return loss.item()
+
+
+def backward_on_threads(part_losses: list, threads: int) -> list[float]:
+    """Run each ``part_loss()`` and its ``backward``, ``threads`` parts at a time; add their
+    gradients into ``.grad`` in order; return the parts' loss values (floats).
+
+    With ``threads`` == 1 (or one part) this is the plain loop, on this thread, with tinyllm's
+    generator: exactly what a step without threads does."""
+    if threads <= 1 or len(part_losses) <= 1:
+        values = []
+        for part_loss in part_losses:
+            loss = part_loss()
+            loss.backward()
+            values.append(loss.item())
+        return values
+    seeds = backend.rng().integers(0, 2**63, size=len(part_losses))
+    sinks = [{} for _ in part_losses]
+    values = []
+    pool = _get_pool(threads - 1)
+    with blas.limit(1):
+        for start in range(0, len(part_losses), threads):
+            group = range(start, min(start + threads, len(part_losses)))
+            futures = {i: pool.submit(_run_part, part_losses[i],
+                                      backend.np.random.default_rng(int(seeds[i])), sinks[i])
+                       for i in list(group)[1:]}
+            first = group[0]
+            try:
+                values.append(_run_part(part_losses[first],
+                                        backend.np.random.default_rng(int(seeds[first])),
+                                        sinks[first]))
+            finally:  # wait for the others even when this part failed, then raise
+                results = [(i, f.exception()) for i, f in futures.items()]
+            for i, error in results:
+                if error is not None:
+                    raise error
+                values.append(futures[i].result())
+    autograd.add_leaf_gradients(*sinks)
+    return values
