@@ -174,3 +174,21 @@ def test_the_fast_paths_suite_times_each_fast_path_off():
         assert {f"{n} off" for n in names} | {"Adam's update plain"} <= set(rows)
     assert "tanh" in tanh.title and "exact" in exact.title
     assert [r[0] for r in tanh.rows][-1] == "numpy by hand", "the NumPy step (tanh GELU only)"
+
+
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu"])
+def test_the_threaded_bench_step_is_the_one_thread_step(activation, rng):
+    """make_gpt's step with the batch in 2 parts on threads (gpt-solo's 'tinyllm, threads=2')
+    takes the one-thread step: the same losses, and weights within a share of lr (AdamW moves
+    a weight whose gradient is rounding noise by up to lr), over 3 steps."""
+    from tinyllm.bench.suites import QUICK, make_gpt
+
+    seed, runs = int(rng.integers(1 << 30)), []
+    for threads in (1, 2):
+        _, model, _, _, step = make_gpt(QUICK, seed=seed, activation=activation, threads=threads)
+        losses = [float(step()) for _ in range(3)]
+        runs.append((losses, {k: v.data.copy() for k, v in model.named_parameters()}))
+    (l1, w1), (l2, w2) = runs
+    np.testing.assert_allclose(l2, l1, rtol=1e-5, err_msg="losses, threads=2 vs 1")
+    for name, w in w1.items():
+        np.testing.assert_allclose(w2[name], w, atol=5e-4, err_msg=f"{name} after 3 steps")

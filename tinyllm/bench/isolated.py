@@ -215,9 +215,10 @@ def registry() -> tuple[dict, set]:
     from tinyllm.bench import suites as S  # noqa: PLC0415
     from tinyllm.bench.data_parallel import suite_data_parallel  # noqa: PLC0415
     from tinyllm.bench.fast_paths import suite_fast_paths  # noqa: PLC0415
+    from tinyllm.bench.throughput import suite_bpe, suite_matmul  # noqa: PLC0415
 
     suites = {"gpt": S.suite_gpt, "gpt-solo": suite_gpt_solo, "mlp": S.suite_mlp,
-              "generate": S.suite_generate, "bpe": S.suite_bpe, "memory": suite_memory,
-              "matmul": S.suite_matmul, "malloc": suite_malloc, "fast-paths": suite_fast_paths,
+              "generate": S.suite_generate, "bpe": suite_bpe, "memory": suite_memory,
+              "matmul": suite_matmul, "malloc": suite_malloc, "fast-paths": suite_fast_paths,
               "data-parallel": suite_data_parallel}
     return suites, {"bpe", "memory", "malloc", "gpt-solo", "fast-paths", "data-parallel"}

@@ -12,12 +12,11 @@ fast-paths  the baby step with each Function's fast path on and off (``tinyllm.b
 data-parallel  the baby step on 1 and 2 MPI processes, ZeRO-1, the all-reduce's bytes
 
 memory, malloc and gpt-solo live in ``tinyllm.bench.isolated``, data-parallel in
-``tinyllm.bench.data_parallel``.
+``tinyllm.bench.data_parallel``, bpe and matmul in ``tinyllm.bench.throughput``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +61,8 @@ def _import_dezero():
     return dezero
 
 
-def _sync(opts):
+def device_sync(opts):
+    """A function that waits for the GPU's queued work (None on the CPU), for the timers."""
     if opts.device != "cuda":
         return None
     import cupy  # noqa: PLC0415
@@ -213,7 +213,7 @@ def suite_gpt(opts: Options) -> list:
                      "Tanh's and Pow's gradients promote under NumPy 2)")
     elif opts.device == "cpu":
         notes.append("DeZero not installed: skipped (pip install dezero)")
-    stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
+    stats = interleave(fns, opts.rounds, opts.warmup, device_sync(opts))
     if "dezero" in stats:
         notes.append(f"DeZero's median / tinyllm's: "
                      f"{stats['dezero'].median / stats['tinyllm'].median:.2f}x")
@@ -288,7 +288,7 @@ def suite_mlp(opts: Options) -> list:
                      "float64)")
     elif opts.device == "cpu":
         notes.append("DeZero not installed: skipped (pip install dezero)")
-    stats = interleave(fns, opts.rounds, opts.warmup, _sync(opts))
+    stats = interleave(fns, opts.rounds, opts.warmup, device_sync(opts))
     base = "pytorch eager" if "pytorch eager" in stats else "numpy by hand"
     flops = 6 * batch * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return [_step_table(f"MLP training step ({opts.device})", stats, base, flops, notes)]
@@ -336,7 +336,7 @@ def suite_generate(opts: Options) -> list:
             out[key] = model.generate(prompt, new, use_cache=cache)
 
         stats = interleave({"cache": lambda: run(True, "c"), "nocache": lambda: run(False, "n")},
-                           rounds, warmup=1, sync=_sync(opts))
+                           rounds, warmup=1, sync=device_sync(opts))
         same = bool(np.array_equal(out["c"], out["n"]))
         assert same, "generation with and without the KV cache gave different tokens"
         sc, sn = stats["cache"].median, stats["nocache"].median
@@ -347,72 +347,4 @@ def suite_generate(opts: Options) -> list:
         t.notes.append(f"block_size {base['block_size']} (the preset) cannot hold 201 positions:"
                        " after 64 the cache is dropped and the context recomputed (nanoGPT's "
                        "cropping), so the cache helps only the first 63 tokens")
-    return [t]
-
-
-# ---------------------------------------------------------------------------- BPE
-def suite_bpe(opts: Options) -> list:
-    from tinyllm.data import load_corpus  # noqa: PLC0415
-    from tinyllm.tokenizers.bpe import train_bpe  # noqa: PLC0415
-
-    t = Table("BPE training (byte-level, GPT-2 pre-tokenizer)",
-              ["text", "merges", "median s", "min s", "max s"])
-    try:
-        text = load_corpus("tinyshakespeare", download_missing=False)
-    except Exception as e:  # noqa: BLE001  (absent corpus: a note, not a failure)
-        t.notes.append(f"skipped: Tiny Shakespeare not found ({str(e).splitlines()[0][:160]}); "
-                       "set TINYLLM_DATA_DIR")
-        return [t]
-    merges = 50 if opts.quick else 1000
-    if opts.quick:
-        text = text[:20000]
-    rounds = 1 if opts.quick else max(1, min(opts.rounds, 3))
-    stats = interleave({"bpe": lambda: train_bpe(text, 256 + merges)}, rounds, warmup=0)["bpe"]
-    t.rows.append([f"Tiny Shakespeare, {len(text):,} chars", merges, f"{stats.median:.2f}",
-                   f"{stats.min:.2f}", f"{stats.max:.2f}"])
-    return [t]
-
-
-# ---------------------------------------------------------------------------- matmul
-def suite_matmul(opts: Options) -> list:
-    c = QUICK if opts.quick else BABY
-    n, ce, v, h, tb = c["batch"] * c["block_size"], c["n_embd"], c["vocab_size"], c["n_head"], \
-        c["block_size"]
-    big = 256 if opts.quick else 1024
-    shapes = [(f"{big}x{big} @ {big}x{big}", (big, big), (big, big)),
-              (f"qkv {n}x{ce} @ {ce}x{3 * ce}", (n, ce), (ce, 3 * ce)),
-              (f"mlp fc {n}x{ce} @ {ce}x{4 * ce}", (n, ce), (ce, 4 * ce)),
-              (f"mlp proj {n}x{4 * ce} @ {4 * ce}x{ce}", (n, 4 * ce), (4 * ce, ce)),
-              (f"head {n}x{ce} @ {ce}x{v}", (n, ce), (ce, v)),
-              (f"attention {c['batch'] * h}x({tb}x{ce // h} @ {ce // h}x{tb})",
-               (c["batch"] * h, tb, ce // h), (c["batch"] * h, ce // h, tb))]
-    torch = None
-    if have_torch():
-        import torch  # noqa: PLC0415
-    xp = np
-    if opts.device == "cuda":
-        import cupy as xp  # noqa: PLC0415
-    cols = ["shape", f"{'cupy' if xp is not np else 'numpy'} GFLOP/s", "min-max"]
-    if torch is not None:
-        cols += ["pytorch GFLOP/s", "min-max"]
-    t = Table(f"float32 matmul ({opts.device})", cols)
-    rng = np.random.default_rng(0)
-    for label, sa, sb in shapes:
-        a, b = (rng.standard_normal(s, dtype=np.float32) for s in (sa, sb))
-        flops = 2 * math.prod(sa) * sb[-1]
-        ad, bd = xp.asarray(a), xp.asarray(b)
-        fns = {"np": lambda ad=ad, bd=bd: ad @ bd}
-        if torch is not None:
-            ta, tb_ = (torch.tensor(z, device=opts.device) for z in (a, b))
-            fns["torch"] = lambda ta=ta, tb_=tb_: ta @ tb_
-        reps = max(1, int(2e8 // flops)) if not opts.quick else 1
-        loop = {k: (lambda f=f, reps=reps: [f() for _ in range(reps)]) for k, f in fns.items()}
-        stats = interleave(loop, opts.rounds, opts.warmup, _sync(opts))
-        row = [label]
-        for k in fns:
-            s = stats[k]
-            row += [f"{flops * reps / s.median / 1e9:.1f}",
-                    f"{flops * reps / s.max / 1e9:.0f}-{flops * reps / s.min / 1e9:.0f}"]
-        t.rows.append(row)
-    t.notes.append("small shapes are repeated within one timing so that each sample is ~0.2 GFLOP")
     return [t]
