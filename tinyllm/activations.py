@@ -136,8 +136,10 @@ class GELU(Function):
         if x.dtype != "float32" or x.ndim == 0:
             return self.backward(gy)
         gx = get_array_module(x).empty_like(x)
-        kernel = _gelu_tanh_grad_kernel if self.approximate == "tanh" else _gelu_erf_grad_kernel
-        kernel(x, self.t if self.approximate == "tanh" else self.cdf, gy, gx)
+        if self.approximate == "tanh":
+            _gelu_tanh_grad_kernel(x, self.t, gy, gx)
+        else:
+            _gelu_erf_grad_kernel(x, self.cdf, gy, gx)
         return (gx,)
 
 
@@ -206,7 +208,7 @@ def _gelu_tanh_grad_kernel(x, t, gy, gx):
     gx *= f["s3c"]
     gx += f["s"]  # du/dx
     gx *= x
-    d = xp.multiply(t, t, out=None)
+    d = t * t
     xp.subtract(f["one"], d, out=d)
     gx *= d  # x (1 - t^2) du/dx
     gx += t

@@ -272,13 +272,12 @@ def add_leaf_gradients(*sinks: dict) -> None:
         total = grads[0] + grads[1]  # a new array: it may become .grad without a copy
         for g in grads[2:]:
             total += g
-        if t.grad is None:
-            t.grad = total
-        else:
-            t.grad += total
+        _accumulate_leaf(t, total, fresh=True)
 
 
-def _accumulate_leaf(t, g) -> None:
+def _accumulate_leaf(t, g, fresh: bool = False) -> None:
+    """Add ``g`` into leaf ``t``'s ``.grad`` (or this thread's sink); ``fresh``: ``g`` is a new
+    array nothing else holds, so it may become ``.grad`` without a copy."""
     if g.shape != t.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {t.shape}")
     sink = getattr(_thread, "sink", None)
@@ -290,7 +289,7 @@ def _accumulate_leaf(t, g) -> None:
             entry[1] = entry[1] + g
         return
     if t.grad is None:
-        t.grad = g.copy()  # owned: optimizers and clipping may change it in place
+        t.grad = g if fresh else g.copy()  # owned: optimizers and clipping change it in place
     else:
         t.grad += g
 

@@ -112,6 +112,7 @@ def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1):
     from tinyllm import blas  # noqa: PLC0415
     from tinyllm.models.gpt import GPT, GPTConfig  # noqa: PLC0415
     from tinyllm.optim import clip_grad_norm_  # noqa: PLC0415
+    from tinyllm.train.data_parallel import shard_batch  # noqa: PLC0415
     from tinyllm.train.threads import backward_on_threads  # noqa: PLC0415
 
     tl.manual_seed(seed)
@@ -126,17 +127,11 @@ def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1):
     x = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
     y = rng.integers(0, c["vocab_size"], (c["batch"], c["block_size"]))
     xd, yd = (tl.tensor(a, device=device) for a in (x, y))
-    if c["batch"] % threads:
-        raise ValueError(f"a batch of {c['batch']} rows does not split into {threads} parts")
-    rows = c["batch"] // threads
-    parts = [(xd[i * rows:(i + 1) * rows], yd[i * rows:(i + 1) * rows]) for i in range(threads)]
-
-    def part_loss(xp, yp):
-        if threads == 1:
-            return lambda: model(xp, yp)[1]
-        return lambda: model(xp, yp)[1] * (1 / threads)  # each part's share of the mean
-
-    losses = [part_loss(*p) for p in parts]
+    if threads == 1:
+        losses = [lambda: model(xd, yd)[1]]
+    else:  # the trainer's parts (rows in order), each weighted by its share of the mean
+        losses = [lambda p=p: model(p["x"], p["y"])[1] * (1 / threads)
+                  for p in shard_batch({"x": xd, "y": yd}, 0, 1, threads)]
 
     def step():
         with blas.limit(1 if threads > 1 else None):  # the whole step: no BLAS worker left

@@ -159,8 +159,7 @@ class DataParallel:
                 continue
             # host rows: the model moves them (as a plain step); the part's share of the mean
             parts.append(functools.partial(_weighted_loss, self.task, micro, w / total))
-        with blas.limit(1 if self.threads > 1 else None):
-            local = sum(backward_on_threads(parts, self.threads))
+        local = sum(backward_on_threads(parts, self.threads))  # limits BLAS itself
         value = self._reduce(local, stop_requested)
         self.steps += 1
         return (value if total else math.nan), ntok
