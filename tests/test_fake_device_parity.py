@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tinyllm as tl
-from tinyllm import backend
+from tinyllm import attention, backend
 from tinyllm import functional as F
 from tinyllm.models import GPT, GPTConfig
 from tinyllm.models.bert import BertConfig, BertForPreTraining
@@ -47,7 +47,12 @@ def train_losses(model, data, clip=0.5):
 
 # ---------------------------------------------------------------------------- training
 @pytest.mark.parametrize("clip", [0.5, 0.0])
-def test_gpt_adamw_steps_match_the_cpu(fake_cuda, clip):
+def test_gpt_adamw_steps_match_the_cpu(fake_cuda, clip, monkeypatch):
+    # the same arithmetic on both sides: NumPy's attention may skip the softmax's row maxima (a
+    # CPU-only fast path, checked against the plain form in test_functional), which rounds
+    # differently, and AdamW's m / sqrt(v) turns rounding in a gradient that is 0 in exact
+    # arithmetic (the key bias's) into differences of up to lr in the weights
+    monkeypatch.setattr(attention, "_unshifted_safe", lambda s: False)
     data = batches(1) * 4  # one batch, learned
     cpu_losses, cpu_state = train_losses(gpt(), data, clip)
     model = gpt().to("cuda")

@@ -55,6 +55,42 @@ def test_log_softmax_is_stable_at_large_logits(device):
     assert np.all(np.isfinite(to_numpy(t.grad)))
 
 
+@pytest.mark.parametrize("case", ["plain scores", "causal", "scores above 60", "a row all masked",
+                                  "a row far below 0"])
+def test_attention_float32_fast_path_equals_the_plain_form(case, rng, device):
+    """In float32 on NumPy the fast path skips the row maxima when no score is above 60, and
+    falls back to them for large scores or a row whose sum would vanish: every case gives the
+    plain form's weights, outputs and gradients to float32 rounding, all finite."""
+    b, h, t, d = 2, 3, int(rng.integers(5, 40)), 8
+    q, k, v, gy = (rng.standard_normal((b, h, t, d)).astype(np.float32) for _ in range(4))
+    kwargs, mask = {"is_causal": case == "causal"}, None
+    if case == "scores above 60":
+        q *= 100  # scores of a few hundred: exp would overflow (above 88) without the shift
+    if case == "a row far below 0":
+        q[0, 0] = -40 * np.abs(k[0, 0]).mean(axis=0)  # (q k) < -90 for every key of head 0
+        k[0, 0] = np.abs(k[0, 0])
+    if case == "a row all masked":
+        mask = np.ones((b, 1, 1, t), dtype=bool)
+        mask[1] = False  # batch row 1 sees no key: uniform weights, as the plain form gives
+    out = {}
+    for fast in (True, False):
+        with tl.fast_paths(fast):
+            ts = [tl.tensor(a, requires_grad=True, device=device) for a in (q, k, v)]
+            y, w = F.scaled_dot_product_attention(
+                *ts, mask=None if mask is None else tl.tensor(mask, device=device),
+                return_weights=True, **kwargs)
+            y.backward(tl.tensor(gy, device=device))
+            out[fast] = [to_numpy(a) for a in (w, y, *(x.grad for x in ts))]
+    for name, got, want in zip(("weights", "output", "dq", "dk", "dv"), out[True], out[False]):
+        assert got.dtype == np.float32, f"{case}: fast {name} are {got.dtype}"
+        assert np.all(np.isfinite(got)), f"{case}: fast {name} not finite"
+        scale = max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6 * scale,
+                                   err_msg=f"attention fast {name} vs plain ({case})")
+    if case == "a row far below 0":
+        assert out[True][0][0, 0].sum(axis=-1) == pytest.approx(np.ones(t), abs=1e-5)
+
+
 def test_gelu_exact_matches_math_erf(rng, device):
     x = np.concatenate([rng.standard_normal(50) * 3, [-10.0, -5.0, 0.0, 5.0, 10.0]])
     for dtype, tol in ((np.float64, 1e-13), (np.float32, 1e-6)):
@@ -63,12 +99,16 @@ def test_gelu_exact_matches_math_erf(rng, device):
         np.testing.assert_allclose(got, np_gelu(x), atol=tol, rtol=tol * 10)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_gelu_fast_path_equals_the_plain_form(approximate, rng, device):
+def test_gelu_fast_path_equals_the_plain_form(approximate, layout, rng, device):
     """GELU's in-place float32 fast path: the plain form's values and gradients to float32
-    rounding, over a wide range (both tails, exact zeros), for a non-contiguous input too."""
-    x = np.concatenate([rng.standard_normal(3000) * 4, [-30.0, -9.0, -0.0, 0.0, 9.0, 30.0]])
-    x = x.astype(np.float32).reshape(-1, 6)[:, ::2]  # a strided view
+    rounding, over a wide range (both tails, exact and negative zeros, values below float32's
+    normal range), contiguous (where the sign is moved with integer ops) and strided."""
+    x = np.concatenate([rng.standard_normal(3000) * 4, [-30.0, -9.0, -0.0, 0.0, 9.0, 30.0],
+                        [1e-30, -1e-30, 1e-40, -1e-40, 1e-8, -1e-8]])
+    x = x.astype(np.float32).reshape(-1, 6)
+    x = x[:, ::2] if layout == "strided" else x
     gy = rng.standard_normal(x.shape).astype(np.float32)
     out = {}
     for fast in (True, False):

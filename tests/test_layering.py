@@ -28,6 +28,8 @@ FORBIDDEN = {
                         "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.blas": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                      "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
+    "tinyllm.workers": ["tinyllm.backend", "tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops",
+                        "tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.ids": ["tinyllm.autograd", "tinyllm.tensor", "tinyllm.ops", "tinyllm.functional",
                     "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],
     "tinyllm.autograd": ["tinyllm.functional", "tinyllm.nn", "tinyllm.optim", "tinyllm.models"],

@@ -117,14 +117,22 @@ class ScaledDotProductAttention(Function):
 
     def fast_forward(self, q, k, v):
         xp = get_array_module(q)
+        s = self._scores(q, k)
+        if xp is backend.np and _unshifted_safe(s):
+            if _softmax_unshifted(xp, s):
+                return self._weigh(xp, s, q, k, v)
+            s = self._scores(q, k)  # a row summed to almost 0, and exp overwrote s: again
+        s -= s.max(axis=-1, keepdims=True)  # the plain softmax: each row shifted by its maximum
+        p = xp.exp(s, out=s)
+        p /= p.sum(axis=-1, keepdims=True)
+        return self._weigh(xp, p, q, k, v)
+
+    def _scores(self, q, k):
         s = q @ k.swapaxes(-1, -2)
         s *= q.dtype.type(self.scale)
         if self.bias is not None:
             s += self.bias
-        s -= s.max(axis=-1, keepdims=True)
-        p = xp.exp(s, out=s)
-        p /= p.sum(axis=-1, keepdims=True)
-        return self._weigh(xp, p, q, k, v)
+        return s
 
     def fast_backward(self, gy):
         p, q, k, v = self.p, self.q, self.k, self.v
@@ -142,6 +150,36 @@ class ScaledDotProductAttention(Function):
         if self.needs_grad[1]:
             gk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape)
         return gq, gk, gv
+
+
+# exp(s) of scores up to this cannot overflow float32, nor can a row sum of up to 10^12 of them
+_UNSHIFTED_MAX = 60.0
+_ROW_SUM_MIN = 1e-30  # a row whose sum is above this keeps float32's relative precision
+
+
+def _unshifted_safe(s) -> bool:
+    """Whether exp(s) cannot overflow: float32 scores, none above 60 (one fast reduction)."""
+    return s.dtype == "float32" and s.size > 0 and s.flags.c_contiguous and \
+        float(s.max()) <= _UNSHIFTED_MAX
+
+
+def _softmax_unshifted(xp, s) -> bool:
+    """softmax(s) along the last axis in place without the per-row maximum, for scores that
+    ``_unshifted_safe`` let through; False (s overwritten by exp) when a row sum came out too
+    small. NumPy only: the checks read values on the host.
+
+    Any per-row constant cancels in the softmax; the maximum is subtracted only so that exp
+    cannot overflow. With no score above 60 nothing can, so the row maxima (a slow reduction
+    over short rows) and the subtraction are skipped. Without the shift a row whose scores are
+    all very negative (every key masked, or every logit far below 0) would sum to about 0 and
+    lose its precision: such a row sends the caller back to the plain form. The row sums are
+    a matmul with a vector of ones (one BLAS call, faster than NumPy's sum over short rows)."""
+    p = xp.exp(s, out=s)
+    sums = p @ xp.ones((s.shape[-1], 1), dtype=s.dtype)
+    if float(sums.min()) < _ROW_SUM_MIN:
+        return False
+    p /= sums
+    return True
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal: bool = False,

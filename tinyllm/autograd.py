@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from tinyllm import backend
+from tinyllm import backend, workers
 
 _grad_enabled = True
 
@@ -265,14 +265,18 @@ def add_leaf_gradients(*sinks: dict) -> None:
     for sink in sinks:
         for key, (t, g) in sink.items():
             per_leaf.setdefault(key, (t, []))[1].append(g)
-    for t, grads in per_leaf.values():
+    def add(entry):
+        t, grads = entry
         if len(grads) == 1:
             _accumulate_leaf(t, grads[0])
-            continue
+            return
         total = grads[0] + grads[1]  # a new array: it may become .grad without a copy
         for g in grads[2:]:
             total += g
         _accumulate_leaf(t, total, fresh=True)
+
+    entries = list(per_leaf.values())  # one leaf's sum is independent of the others'
+    workers.for_each(add, entries, sizes=[t.data.size for t, _ in entries])
 
 
 def _accumulate_leaf(t, g, fresh: bool = False) -> None:

@@ -70,6 +70,12 @@ def suite_fast_paths(opts: Options) -> list:
         for cls in functions_with_fast_paths():
             fns[f"{cls.__name__} off"] = _without(cls, step)
         fns["Adam's update plain"] = _adam_plain(step)
+        n = opts.threads or 1
+        if n > 1 and opts.device == "cpu":  # what the threads buy, and their loops after the parts
+            fns[f"the batch in {n} parts on {n} threads"] = make_gpt(
+                c, activation=activation, threads=n)[-1]
+            fns[f"{n} threads, the gradient sum, clipping and AdamW on one"] = make_gpt(
+                c, activation=activation, threads=n, loops_on_threads=False)[-1]
         if activation == "gelu_tanh":
             fns["numpy by hand"] = make_numpy_gpt(cfg, state, batch)
         stats = interleave(fns, opts.rounds, opts.warmup)

@@ -104,12 +104,14 @@ def gpt_flops(c: dict) -> float:
     return (6 * n + 12 * nl * h * (ce // h) * t) * t * c["batch"]
 
 
-def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1):
+def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1, loops_on_threads=True):
     """tinyllm GPT (tanh GELU unless ``activation`` says "gelu"), its optimizer, the weights as
     NumPy, and one train-step closure; with ``threads`` > 1 the step computes that many parts
-    of the batch at once (``tinyllm.train.threads``, as ``tinyllm train --set threads=N``)."""
+    of the batch at once (``tinyllm.train.threads``, as ``tinyllm train --set threads=N``), and
+    (unless ``loops_on_threads`` is False) the per-parameter loops after them too: the sum of
+    the parts' gradients, the clipping and AdamW (``tinyllm.workers``)."""
     import tinyllm as tl  # noqa: PLC0415
-    from tinyllm import blas  # noqa: PLC0415
+    from tinyllm import blas, workers  # noqa: PLC0415
     from tinyllm.models.gpt import GPT, GPTConfig  # noqa: PLC0415
     from tinyllm.optim import clip_grad_norm_  # noqa: PLC0415
     from tinyllm.train.data_parallel import shard_batch  # noqa: PLC0415
@@ -134,8 +136,10 @@ def make_gpt(c: dict, seed=0, device="cpu", activation="gelu_tanh", threads=1):
                   for p in shard_batch({"x": xd, "y": yd}, 0, 1, threads)]
 
     def step():
-        with blas.limit(1 if threads > 1 else None):  # the whole step: no BLAS worker left
-            opt.zero_grad()                             # spinning into the next one
+        # the whole step: no BLAS worker left spinning into the next one, and the clipping
+        # and the optimizer's per-parameter loops on the threads too
+        with blas.limit(1 if threads > 1 else None), workers.use(threads if loops_on_threads else 1):
+            opt.zero_grad()
             loss = sum(backward_on_threads(losses, threads))
             clip_grad_norm_(params, CLIP)
             opt.step()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from tinyllm import backend
+from tinyllm import backend, workers
 from tinyllm.backend import get_array_module
 from tinyllm.optim.optimizer import Optimizer
 
@@ -27,11 +27,16 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     def step(self) -> None:
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            update = self._fast_update if backend.fast_paths_enabled() else self._update
-            for p, state in self._params_with_grad(group):
-                update(p, p.grad, state, lr, b1, b2, eps, wd)
+        update = self._fast_update if backend.fast_paths_enabled() else self._update
+        work = [(p, state, group) for group in self.param_groups
+                for p, state in self._params_with_grad(group)]
+
+        def one(item):
+            p, state, g = item
+            update(p, p.grad, state, g["lr"], *g["betas"], g["eps"], g["weight_decay"])
+
+        # each parameter's update is its own: inside workers.use(n) they spread over n threads
+        workers.for_each(one, work, sizes=[p.data.size for p, _, _ in work])
 
     def _update(self, p, g, state, lr, b1, b2, eps, wd):
         xp = get_array_module(g)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tinyllm import workers
 from tinyllm.backend import get_array_module
 
 
@@ -20,10 +21,15 @@ def clip_grad_norm_(params, max_norm: float) -> float:
     if not grads:
         return 0.0
     xp = get_array_module(grads[0])
-    squares = xp.stack([xp.vdot(g.reshape(-1), g.reshape(-1)) for g in grads])
+    sizes = [g.size for g in grads]  # inside workers.use(n) the gradients spread over n threads
+    squares = xp.stack(workers.map_ordered(lambda g: xp.vdot(g.reshape(-1), g.reshape(-1)),
+                                           grads, sizes))
     total = float(xp.sqrt(squares.astype("float64").sum()))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
-        for g in grads:
+
+        def shrink(g):
             g *= scale
+
+        workers.for_each(shrink, grads, sizes)
     return total

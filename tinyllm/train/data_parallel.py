@@ -39,7 +39,7 @@ import traceback
 
 import numpy as np
 
-from tinyllm import backend, blas
+from tinyllm import backend, blas, workers
 from tinyllm import distributed as dist
 from tinyllm.train.config import ConfigError
 from tinyllm.train.threads import backward_on_threads
@@ -159,7 +159,8 @@ class DataParallel:
                 continue
             # host rows: the model moves them (as a plain step); the part's share of the mean
             parts.append(functools.partial(_weighted_loss, self.task, micro, w / total))
-        local = sum(backward_on_threads(parts, self.threads))  # limits BLAS itself
+        with workers.use(self.threads):  # the parts' gradients added on the threads too
+            local = sum(backward_on_threads(parts, self.threads))  # limits BLAS itself
         value = self._reduce(local, stop_requested)
         self.steps += 1
         return (value if total else math.nan), ntok
@@ -207,7 +208,7 @@ class DataParallel:
         clip = self.cfg.grad_clip
         if not self.zero:
             # with threads, no BLAS worker may be left spinning into the next step's parts
-            with blas.limit(1 if self.threads > 1 else None):
+            with blas.limit(1 if self.threads > 1 else None), workers.use(self.threads):
                 norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
                 self.opt.step()
             return norm

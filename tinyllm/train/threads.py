@@ -14,7 +14,9 @@ sink of its own (``autograd.leaf_gradients_into``), and the sinks are added into
 parameters' ``.grad`` in the parts' order once all have finished: the same sum whichever
 thread ends first, equal to the one-thread step's gradient to float32 rounding. Each part
 draws its dropout masks from a generator of its own, seeded from tinyllm's generator, so a run
-stays reproducible and resumable.
+stays reproducible and resumable. Inside ``workers.use(threads)`` (the trainer's and the
+bench's step) that sum, and then the clipping and the optimizer's update, spread over the same
+threads parameter by parameter (``tinyllm.workers``), bit for bit the one-thread loops.
 
 What may run this way: a loss that only builds a graph. Python's autograd switch
 (``tl.no_grad``) is one flag for the whole process, so a loss that turns it off inside (a
@@ -26,17 +28,10 @@ every part in parallel: ``threads`` is for the CPU.
 from __future__ import annotations
 
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-from tinyllm import autograd, backend, blas
+from tinyllm import autograd, backend, blas, workers
 
 __all__ = ["backward_on_threads", "usable_cores"]
-
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_lock = threading.Lock()
-
 
 def usable_cores() -> int:
     """The cores this process may run on."""
@@ -44,25 +39,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def _get_pool(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _lock:
-        if _pool is None or _pool_size < n:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="tinyllm-part"), n
-        return _pool
-
-
-def _forget_pool() -> None:  # a forked child inherits the pool object but not its threads
-    global _pool, _pool_size, _lock
-    _pool, _pool_size, _lock = None, 0, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _run_part(part_loss, generator, sink):
@@ -88,7 +64,7 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
     seeds = backend.rng().integers(0, 2**63, size=len(part_losses))
     sinks = [{} for _ in part_losses]
     values = []
-    pool = _get_pool(threads - 1)
+    pool = workers.pool(threads - 1)
     with blas.limit(1):
         for start in range(0, len(part_losses), threads):
             group = range(start, min(start + threads, len(part_losses)))
@@ -106,5 +82,5 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
                 if error is not None:
                     raise error
                 values.append(futures[i].result())
-    autograd.add_leaf_gradients(*sinks)
+    autograd.add_leaf_gradients(*sinks)  # inside workers.use(n), the leaves spread over n threads
     return values
