@@ -176,6 +176,19 @@ def test_the_fast_paths_suite_times_each_fast_path_off():
     assert [r[0] for r in tanh.rows][-1] == "numpy by hand", "the NumPy step (tanh GELU only)"
 
 
+def test_the_fast_paths_suite_with_threads_times_the_threaded_loops_apart():
+    from tinyllm.bench.fast_paths import suite_fast_paths
+    from tinyllm.bench.suites import Options
+
+    tables = suite_fast_paths(Options(rounds=1, warmup=0, quick=True, threads=2))
+    titles = [t.title for t in tables]
+    assert len(tables) == 4 and "threaded" in titles[1] and "threaded" in titles[3], titles
+    for t in (tables[1], tables[3]):
+        assert [r[0] for r in t.rows] == ["2 parts on 2 threads",
+                                          "the same, the sum, clipping and AdamW on one thread"]
+        assert all(float(r[1]) > 0 for r in t.rows), t.rows
+
+
 @pytest.mark.parametrize("activation", ["gelu_tanh", "gelu"])
 def test_the_threaded_bench_step_is_the_one_thread_step(activation, rng):
     """make_gpt's step with the batch in 2 parts on threads (gpt-solo's 'tinyllm, threads=2')
