@@ -119,6 +119,9 @@ def test_adam_fixed_example():
     assert_close(p, [-0.01, 0.01, -0.01], atol=1e-8,
                  what="Adam's first step is lr * sign(grad) (bias correction)")
     assert state["step"] == 1
+    r, _ = run_adam(optim.Adam, np.zeros(2), [np.array([1e-8, -3e-8])], lr=0.1, eps=1e-8)
+    assert_close(r, [-0.05, 0.075], atol=1e-12,
+                 what="Adam's first step on gradients as small as eps: -lr g / (|g| + eps)")
     q, _ = run_adam(optim.AdamW, np.array([2.0, -4.0]), [np.zeros(2)] * 3, lr=0.1,
                     weight_decay=0.5)
     assert_close(q, np.array([2.0, -4.0]) * 0.95 ** 3, atol=1e-12,
