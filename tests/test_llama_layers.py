@@ -58,7 +58,7 @@ def test_rope_scores_depend_only_on_the_offset(rng):
     d, base = 8, 10000.0
     q, k = rng.standard_normal(d), rng.standard_normal(d)
 
-    def score(m, n):
+    def score(m, n, q=q, k=k):
         cos, sin = rope_cos_sin(np.array([m, n]), d, base, dtype="float64")
         rq = apply_rope(t64(q[None], False), cos[:1], sin[:1]).numpy()[0]
         rk = apply_rope(t64(k[None], False), cos[1:], sin[1:]).numpy()[0]
@@ -67,7 +67,13 @@ def test_rope_scores_depend_only_on_the_offset(rng):
     for m, n in [(5, 2), (9, 9), (0, 7)]:
         shift = int(rng.integers(1, 500))
         assert score(m, n) == pytest.approx(score(m + shift, n + shift), abs=1e-9)
-    assert abs(score(5, 2) - score(5, 3)) > 1e-3  # and it does depend on the offset
+    # and it does depend on the offset: with q = k = ones the score is 2 sum_i cos(offset theta_i)
+    # (a random q, k can make one step of offset change it by under 1e-3)
+    ones = np.ones(d)
+    want = [2 * np.cos(off * base ** (-np.arange(0, d, 2) / d)).sum() for off in (3, 2)]
+    got = [score(5, 2, ones, ones), score(5, 3, ones, ones)]
+    assert got == pytest.approx(want, abs=1e-12), f"scores at offsets 3 and 2: expected {want}, got {got}"
+    assert abs(got[0] - got[1]) > 0.1
 
 
 def test_rope_angles_use_the_base(rng):
