@@ -265,6 +265,7 @@ def add_leaf_gradients(*sinks: dict) -> None:
     for sink in sinks:
         for key, (t, g) in sink.items():
             per_leaf.setdefault(key, (t, []))[1].append(g)
+
     def add(entry):
         t, grads = entry
         if len(grads) == 1:
