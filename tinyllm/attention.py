@@ -154,10 +154,10 @@ class ScaledDotProductAttention(Function):
 
 # exp(s) of scores up to this cannot overflow float32, nor can a row sum of up to 10^12 of them
 _UNSHIFTED_MAX = 60.0
-# A row whose sum is above this keeps its weights exact to float32 down to 1e-12 of its
-# largest (never subnormal). The small ones count: a key that takes almost all of a row's
-# weight gets a gradient made of the others' (dS = P (dP - rowsum(dP P)) nearly cancels), so at
-# 1e-30 the key gradients drifted by 3e-4 relative from the shifted form's.
+# A row whose sum is above this keeps its weights down to 1e-12 of its largest out of the
+# subnormal range, where float32 loses digits. The small weights count: a key that takes almost
+# all of a row's weight gets a gradient made of the others' (dS = P (dP - rowsum(dP P)) nearly
+# cancels there), so they must keep float32's relative precision.
 _ROW_SUM_MIN = 1e-20
 
 
