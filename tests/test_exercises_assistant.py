@@ -126,8 +126,9 @@ def test_20_1_typed_special_tokens_stay_text(rng):
 
 
 # ---------------------------------------------------------------------- 20.2 LoRA
-def lora_case(rng, bias=True, dtype=np.float64):
-    n_in, n_out, rank = int(rng.integers(2, 9)), int(rng.integers(2, 9)), int(rng.integers(1, 5))
+def lora_case(rng, bias=True, dtype=np.float64, min_rank=1):
+    n_in, n_out = int(rng.integers(2, 9)), int(rng.integers(2, 9))
+    rank = int(rng.integers(min_rank, 5))
     alpha = float(rng.choice([1.0, 3.0, 16.0])) * (1 + rank)  # never equal to the rank
     layer = LoRALinear(n_in, n_out, rank=rank, alpha=alpha, bias=bias)
     for p in (layer.weight, layer.lora_A, layer.lora_B) + ((layer.bias,) if bias else ()):
@@ -204,7 +205,8 @@ def test_20_2_dropout_only_on_the_adapter_input(rng):
 @ex("20.2")
 def test_20_2_merged_weight_and_merge(rng):
     for bias in (True, False):
-        layer = lora_case(rng, bias, dtype=np.float32)
+        # rank 2 or more: at rank 1 the product B A is an outer product, which B * A also gives
+        layer = lora_case(rng, bias, dtype=np.float32, min_rank=2)
         w, b, a, bb, s = arrays(layer)
         merged = layer.merged_weight()
         close(merged, w + s * bb @ a, f"merged_weight (rank {layer.rank}, alpha "

@@ -98,8 +98,11 @@ def test_06_1_embedding_backward(rng):
 # ---------------------------------------------------------------------- 08.1 LayerNorm backward
 @pytest.mark.exercise("08.1")
 def test_08_1_layer_norm_backward(rng):
-    for _ in range(3):
-        shape = random_shape(rng, 1, 2, 1, 4) + (int(rng.integers(2, 7)),)
+    for trial in range(3):
+        # the first input 3-D with a middle axis of 2 or more, so that the feature axis (-1)
+        # cannot be taken for axis 1
+        lead = random_shape(rng, 2, 2, 2, 4) if trial == 0 else random_shape(rng, 1, 2, 1, 4)
+        shape = lead + (int(rng.integers(2, 7)),)
         x0 = rng.standard_normal(shape) * 2 + 1
         c = shape[-1]
         w0, b0 = rng.standard_normal(c), rng.standard_normal(c)
