@@ -104,6 +104,7 @@ def test_lesson_order_and_stub_honesty():
 def test_a_sample_of_mutants_is_killed():
     import os
     import secrets
+    import warnings
 
     from tinyllm.course.mutants import all_mutants, format_report, run_mutants, sample
 
@@ -115,10 +116,26 @@ def test_a_sample_of_mutants_is_killed():
     report = run_mutants(REPO_ROOT, chosen, seeds=[seed], workers=2)
     text = format_report(report)
     print(text)
-    bad = report.survivors() + [o for o in report.outcomes if o.status == "error"]
-    assert not bad and not report.baseline_failures, (
-        f"mutants not killed (replay: TINYLLM_MUTANT_SEED={pick} TINYLLM_TEST_SEED={seed}; "
-        f"`tinyllm course verify --mutants --exercise ID` runs all of an exercise's):\n{text}")
+    errors = [o for o in report.outcomes if o.status == "error"]
+    assert not errors and not report.baseline_failures, (
+        f"mutant runs failed (replay: TINYLLM_MUTANT_SEED={pick} TINYLLM_TEST_SEED={seed}):\n{text}")
+    # A survivor gets two more fresh seeds. One the tests kill on some seed is a seed-dependent
+    # gap (a draw that cannot tell it apart): reported as a warning to mend, as the full sweep
+    # reports it; one that survives all three is one the tests do not catch, and fails.
+    survivors = [o.mutant for o in report.survivors()]
+    if survivors:
+        more = [secrets.randbelow(2**31) for _ in range(2)]
+        again = run_mutants(REPO_ROOT, survivors, seeds=more, workers=2)
+        caught = {o.mutant.key for o in again.outcomes if o.status in ("killed", "timeout")}
+        for m in survivors:
+            if m.key in caught:
+                warnings.warn(f"mutant {m.key} of {m.exercise} survived TINYLLM_TEST_SEED={seed} "
+                              f"but was killed on one of {more}: a seed-dependent test to mend")
+        never = [m.key for m in survivors if m.key not in caught]
+        assert not never, (
+            f"mutants not killed on seeds {[seed] + more} (replay: TINYLLM_MUTANT_SEED={pick} "
+            f"TINYLLM_TEST_SEED={seed}; `tinyllm course verify --mutants --exercise ID` runs all "
+            f"of an exercise's): {never}\n{text}\n{format_report(again)}")
 
 
 def test_student_readme_gives_the_steps(student):
