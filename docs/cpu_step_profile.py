@@ -24,17 +24,12 @@ import numpy as np
 from tinyllm import blas
 from tinyllm.backend import tune_malloc
 from tinyllm.bench import suites
+from tinyllm.bench.harness import interleave
 
 
 def _median_ms(fn, n=30, warmup=3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
+    """The bench harness's timing of ``fn`` alone: the median of ``n`` calls, in ms."""
+    return interleave({"fn": fn}, n, warmup)["fn"].median * 1e3
 
 
 def gemm(args) -> None:

@@ -86,7 +86,8 @@ def _groups(sizes, n: int) -> list[list[int]]:
 
 def map_ordered(fn, items, sizes=None) -> list:
     """``[fn(item) for item in items]``, on ``count()`` threads when there is enough work
-    (``sizes``: each item's element count, for balancing and that threshold)."""
+    (``sizes``: each item's element count, for balancing and that threshold; without it every
+    item counts as enough work)."""
     items = list(items)
     n = min(count(), len(items))
     if sizes is None:
