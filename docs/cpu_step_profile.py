@@ -6,6 +6,7 @@ analysis in docs/benchmarks.md, "The baby step against PyTorch on the CPU".
     python docs/cpu_step_profile.py parts      # threads=2: each part's wall and CPU time
     python docs/cpu_step_profile.py ops        # tinyllm's Functions, time per step (one part)
     python docs/cpu_step_profile.py torch      # PyTorch's own profile of its step
+    python docs/cpu_step_profile.py floor      # the step with GELU, LayerNorm, softmax ~free
 
 Timings, not tests: run them on a quiet machine and compare figures from one run only. Every
 mode builds the bench's baby GPT (``tinyllm.bench.suites.make_gpt``, exact GELU).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import sys
 import time
 
@@ -25,6 +27,8 @@ from tinyllm import blas
 from tinyllm.backend import tune_malloc
 from tinyllm.bench import suites
 from tinyllm.bench.harness import interleave
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _median_ms(fn, n=30, warmup=3) -> float:
@@ -180,13 +184,101 @@ def torch_profile(args) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-MODES = {"gemm": gemm, "bandwidth": bandwidth, "parts": parts, "ops": ops, "torch": torch_profile}
+class _OnePass:
+    """GELU, LayerNorm and attention's softmax each cut down to one pass (a copy): what is left
+    is what any NumPy step with OpenBLAS's matmuls has to do however its elementwise kernels
+    are written. The scores skip the causal bias too, so that without the softmax they stay
+    finite. Switched on and off between steps; the values are nonsense, the work is not."""
+
+    def __init__(self):
+        from tinyllm import activations, attention, functional  # noqa: PLC0415
+
+        A = attention.ScaledDotProductAttention
+
+        def gelu_f(fn, x):
+            fn.x = x
+            return x.copy()
+
+        def ln_f(fn, x, w, b):
+            fn.w = w
+            return x.copy()
+
+        def ln_b(fn, gy):
+            c = gy.shape[-1]
+            return gy.copy(), np.zeros(c, gy.dtype), np.zeros(c, gy.dtype)
+
+        def attn_f(fn, q, k, v):
+            s = q @ k.swapaxes(-1, -2)
+            s *= q.dtype.type(fn.scale)
+            return fn._weigh(np, s, q, k, v)
+
+        def attn_b(fn, gy):
+            ds = gy @ fn.v.swapaxes(-1, -2)
+            return ds @ fn.k, ds.swapaxes(-1, -2) @ fn.q, fn.p.swapaxes(-1, -2) @ gy
+
+        self.swaps = [(activations.GELU, gelu_f, lambda fn, gy: (gy.copy(),)),
+                      (functional.LayerNorm, ln_f, ln_b), (A, attn_f, attn_b)]
+        self.saved = [(c, c.fast_forward, c.fast_backward) for c, _, _ in self.swaps]
+
+    def __call__(self, on: bool):
+        for cls, f, b in (self.swaps if on else self.saved):
+            cls.fast_forward, cls.fast_backward = f, b
+
+
+def floor_child(gelu: str, rounds: int) -> dict:
+    """In a fresh process: threads=2 steps, the real one and the one-pass one interleaved."""
+    tune_malloc()
+    suites.LR = 0.0  # every step sees the same weights, so the cut-down step stays finite
+    _, _, _, _, step = suites.make_gpt(suites.BABY, activation=gelu, threads=2)
+    one_pass = _OnePass()
+
+    def cut():
+        one_pass(True)
+        try:
+            loss = step()
+        finally:
+            one_pass(False)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"the one-pass step's loss is {loss}")
+
+    stats = interleave({"real": step, "one pass": cut}, rounds, warmup=3)
+    return {k: v.median for k, v in stats.items()}
+
+
+def floor(args) -> None:
+    """The threaded step (threads=2) against the same step with GELU, LayerNorm and the softmax
+    at one pass each, interleaved in one process; PyTorch's step (2 threads) in a process of
+    its own, alternating with it (the two cannot share a process: its OpenMP threads spin).
+    If the cut-down step is not faster than PyTorch's, no rewrite of those kernels in NumPy can
+    make tinyllm's faster."""
+    from tinyllm.bench.isolated import _child  # noqa: PLC0415
+
+    for gelu in ("gelu_tanh", "gelu"):
+        runs = []
+        for _ in range(args.reps):  # alternate the processes so that drift hits both
+            code = (f"import json, sys; sys.path.insert(0, {_HERE!r}); import cpu_step_profile as p; "
+                    f"print(json.dumps(p.floor_child({gelu!r}, {args.steps})))")
+            ours = _child(code, threads=2)
+            code = ("import json; from tinyllm.bench.isolated import solo_child; print(json."
+                    f"dumps(solo_child('pytorch eager', {args.steps}, False, {gelu!r})))")
+            runs.append((ours["real"], ours["one pass"],
+                         _child(code, threads=2, unset=("OMP_WAIT_POLICY",))["median"]))
+            print(f"  {gelu:9s} threads=2 {runs[-1][0] * 1e3:5.1f} ms, one pass "
+                  f"{runs[-1][1] * 1e3:5.1f} ms, PyTorch {runs[-1][2] * 1e3:5.1f} ms", flush=True)
+        real, cut, torch = np.median(np.array(runs), axis=0)
+        print(f"  {gelu}: one pass / real {cut / real:.3f}x, real / PyTorch {real / torch:.2f}x, "
+              f"one pass / PyTorch {cut / torch:.2f}x (medians of {args.reps} processes)")
+
+
+MODES = {"gemm": gemm, "bandwidth": bandwidth, "parts": parts, "ops": ops, "torch": torch_profile,
+         "floor": floor}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3, help="floor: processes per form")
     args = ap.parse_args(argv)
     tune_malloc()
     one_core = args.mode in ("gemm", "ops")  # one part's work, as a thread of threads=2 runs it
