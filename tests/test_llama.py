@@ -9,6 +9,7 @@ transformers itself needs transformers (skipped without it).
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from helpers_pretrained import (
 
 import tinyllm as tl
 from tinyllm import backend
-from tinyllm.models import GPT, Llama, LlamaConfig
+from tinyllm.models import GPT, HFCheckpointError, Llama, LlamaConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "llama_tiny"
 MQA = FIXTURE / "mqa_tied"
@@ -214,6 +215,82 @@ def test_old_buffers_legacy_rope_theta_and_shards(tmp_path, model, expected):
         {"weight_map": {k: f for f, keys in shards.items() for k in keys}}))
     os.remove(d / "model.safetensors")
     np.testing.assert_array_equal(Llama.from_pretrained(d)(ids).numpy(), model(ids).numpy())
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(hidden_size="48"), r"'hidden_size' must be an integer, got '48' \(str\)"),
+    (lambda c: c.update(num_hidden_layers=2.0), r"'num_hidden_layers' must be an integer"),
+    (lambda c: c.update(rms_norm_eps="1e-6"), r"'rms_norm_eps' must be a number"),
+    (lambda c: c.update(tie_word_embeddings="false"), r"'tie_word_embeddings' must be true or"),
+    (lambda c: c.update(num_key_value_heads="2"), r"'num_key_value_heads' must be an integer"),
+    (lambda c: c.update(layer_types=7), r"layer_types=7 \(not a value"),
+    (lambda c: c.update(rope_parameters=[1e4]), r"'rope_parameters' must be an object"),
+    (lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": "big"}),
+     r"'rope_theta' must be a number"),
+    (lambda c: c.update(rope_parameters={"rope_type": "default", "rope_theta": 0}),
+     r"rope_theta must be above 0"),
+])
+def test_wrongly_typed_config_values_are_refused_by_key(tmp_path, edit, match):
+    with pytest.raises(HFCheckpointError, match=match) as info:
+        Llama.from_pretrained(_copy(tmp_path, edit_config=edit))
+    assert "config.json" in str(info.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "config.json: not valid JSON"),
+    ("[1, 2]", "holds a JSON list"),
+    ("\"llama\"", "holds a JSON str"),
+])
+def test_a_config_that_is_not_a_json_object_is_refused(tmp_path, text, match):
+    d = _copy(tmp_path)
+    (d / "config.json").write_text(text)
+    with pytest.raises(HFCheckpointError, match=match):
+        Llama.from_pretrained(d)
+
+
+def _sharded(tmp_path):
+    """The fixture as two shards and an index; returns the folder and the index dict."""
+    d = _copy(tmp_path)
+    w = tl.load(d / "model.safetensors")
+    names = sorted(w)
+    shards = {"model-00001-of-00002.safetensors": names[:5],
+              "model-00002-of-00002.safetensors": names[5:]}
+    for fname, keys in shards.items():
+        tl.save({k: w[k] for k in keys}, d / fname)
+    os.remove(d / "model.safetensors")
+    return d, {"weight_map": {k: f for f, keys in shards.items() for k in keys}}
+
+
+def test_a_damaged_shard_index_is_refused_by_name(tmp_path):
+    d, index = _sharded(tmp_path)
+    path = d / "model.safetensors.index.json"
+    first = sorted(index["weight_map"])[0]
+    cases = [
+        ("{", "model.safetensors.index.json is not valid JSON"),
+        ("[]", "no 'weight_map' object"),
+        (json.dumps({"weight_map": {}}), "no 'weight_map' object"),
+        (json.dumps({"weight_map": {**index["weight_map"], first: 3}}),
+         rf"weight_map\['{re.escape(first)}'\] is 3"),
+        (json.dumps({"weight_map": {**index["weight_map"], first: "../model.safetensors"}}),
+         "must be the name of a shard file in the same folder"),
+        (json.dumps({"weight_map": {**index["weight_map"], first: "gone.safetensors"}}),
+         "lists the shard 'gone.safetensors'"),
+        (json.dumps({"weight_map": {**index["weight_map"], "model.extra.weight":
+                                    "model-00001-of-00002.safetensors"}}),
+         r"maps \['model.extra.weight'\] to 'model-00001-of-00002.safetensors', which does not"),
+    ]
+    for text, match in cases:
+        path.write_text(text)
+        with pytest.raises((HFCheckpointError, FileNotFoundError), match=match) as info:
+            Llama.from_pretrained(d)
+        assert "model.safetensors.index.json" in str(info.value)
+    path.write_text(json.dumps(index))
+    Llama.from_pretrained(d)  # the intact index loads
+    w = tl.load(d / "model-00002-of-00002.safetensors")
+    w[first] = tl.load(d / "model-00001-of-00002.safetensors")[first]
+    tl.save(w, d / "model-00002-of-00002.safetensors")
+    with pytest.raises(HFCheckpointError, match=rf"\['{re.escape(first)}'\] are in more than one"):
+        Llama.from_pretrained(d)
 
 
 def test_missing_files(tmp_path):

@@ -30,6 +30,7 @@ from tinyllm.models.generation import (
     top_p_filter,
 )
 from tinyllm.models.gpt import GPT, Block, CausalSelfAttention, GPTConfig
+from tinyllm.models.hf_config import HFCheckpointError
 from tinyllm.models.hub import PretrainedMixin
 from tinyllm.models.llama import Llama, LlamaConfig
 from tinyllm.models.mlp_lm import MLPLM

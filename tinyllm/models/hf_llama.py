@@ -26,12 +26,12 @@ from __future__ import annotations
 import json
 import os
 
-from tinyllm import atomic, serialization
+from tinyllm import atomic, json_files, serialization
 from tinyllm.backend import np
-from tinyllm.models.hf_config import model_from_state
+from tinyllm.models.hf_config import HFCheckpointError, model_from_state, read_config, typed
 
 __all__ = ["load_llama", "save_llama", "config_from_hf", "config_to_hf", "hf_to_tinyllm",
-           "tinyllm_to_hf", "UNSUPPORTED"]
+           "tinyllm_to_hf", "UNSUPPORTED", "HFCheckpointError"]
 
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = ("config.json", "model.safetensors",
                                          "model.safetensors.index.json")
@@ -73,48 +73,63 @@ def _name_map(n_layer: int, tied: bool) -> dict:
 def _rope(cfg: dict, where: str) -> float:
     """RoPE's base from ``rope_parameters`` (transformers 5) or ``rope_theta`` (older files);
     anything but the default rotation is refused."""
-    params = dict(cfg.get("rope_parameters") or {})
+    params = cfg.get("rope_parameters") or {}
+    if not isinstance(params, dict):
+        raise HFCheckpointError(f"{where}: 'rope_parameters' must be an object, got "
+                                f"{params!r} ({type(params).__name__})")
+    params = dict(params)
     kind = params.pop("rope_type", params.pop("type", "default"))
-    base = params.pop("rope_theta", cfg.get("rope_theta", 10000.0))
+    base = typed({"rope_theta": params.pop("rope_theta", cfg.get("rope_theta", 10000.0))},
+                 "rope_theta", float, where)
     partial = params.pop("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
     if kind != "default" or params or partial != 1.0:
-        raise ValueError(f"{where}: rope_parameters {cfg.get('rope_parameters')!r} are not "
-                         "supported by tinyllm's Llama (rope_type 'default' with a rope_theta "
-                         "only: no scaling variant, partial rotation or extra factors)")
-    return float(base)
+        raise HFCheckpointError(f"{where}: rope_parameters {cfg.get('rope_parameters')!r} are "
+                                "not supported by tinyllm's Llama (rope_type 'default' with a "
+                                "rope_theta only: no scaling variant, partial rotation or extra "
+                                "factors)")
+    if not base > 0:
+        raise HFCheckpointError(f"{where}: rope_theta must be above 0, got {base!r}")
+    return base
 
 
 def config_from_hf(cfg: dict, where: str = CONFIG_NAME):
     """A ``LlamaConfig`` from a Hugging Face Llama ``config.json`` dict (unsupported options raise)."""
     from tinyllm.models.llama import LlamaConfig  # noqa: PLC0415
 
-    if cfg.get("model_type") != "llama":
-        raise ValueError(f"{where}: model_type is {cfg.get('model_type')!r}; Llama.from_pretrained "
-                         "reads Llama checkpoints (model_type 'llama')")
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "max_position_embeddings")
-    missing = [k for k in required if k not in cfg]
-    if missing:
-        raise KeyError(f"{where}: missing Llama config key(s) {missing}")
-    bad = [f"{k}={cfg[k]!r} ({why})" for k, (test, why) in UNSUPPORTED.items()
-           if k in cfg and test(cfg[k])]
-    hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    head_dim = cfg.get("head_dim")
+    if not isinstance(cfg, dict):
+        raise HFCheckpointError(f"{where}: holds a JSON {type(cfg).__name__}; a config.json is "
+                                "one JSON object of settings")
+    model_type = cfg.get("model_type")
+    if model_type != "llama":
+        raise HFCheckpointError(f"{where}: model_type is {model_type!r}; Llama.from_pretrained "
+                                "reads Llama checkpoints (model_type 'llama')")
+    sizes = {k: typed(cfg, k, int, where) for k in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "max_position_embeddings")}
+    bad = []
+    for k, (test, why) in UNSUPPORTED.items():
+        try:
+            if k in cfg and test(cfg[k]):
+                bad.append(f"{k}={cfg[k]!r} ({why})")
+        except TypeError:  # e.g. layer_types that is not a list
+            bad.append(f"{k}={cfg[k]!r} (not a value Hugging Face writes there)")
+    hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
+    head_dim = typed(cfg, "head_dim", int, where, None, optional=True)
     if head_dim is not None and head_dim * heads != hidden:
         bad.append(f"head_dim={head_dim!r} (tinyllm's heads are hidden_size / "
                    f"num_attention_heads = {hidden // heads if heads else '?'} wide)")
     if bad:
-        raise ValueError(f"{where}: Llama option(s) {'; '.join(bad)} are not supported by "
-                         "tinyllm's Llama")
+        raise HFCheckpointError(f"{where}: Llama option(s) {'; '.join(bad)} are not supported "
+                                "by tinyllm's Llama")
     return LlamaConfig(
-        vocab_size=cfg["vocab_size"], block_size=cfg["max_position_embeddings"],
-        n_layer=cfg["num_hidden_layers"], n_head=heads, n_embd=hidden,
-        n_kv_head=cfg.get("num_key_value_heads") or heads,
-        intermediate_size=cfg["intermediate_size"], rope_base=_rope(cfg, where),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        dropout=float(cfg.get("attention_dropout") or 0.0),
-        initializer_range=float(cfg.get("initializer_range", 0.02)))
+        vocab_size=sizes["vocab_size"], block_size=sizes["max_position_embeddings"],
+        n_layer=sizes["num_hidden_layers"], n_head=heads, n_embd=hidden,
+        n_kv_head=typed(cfg, "num_key_value_heads", int, where, None, optional=True) or heads,
+        intermediate_size=sizes["intermediate_size"], rope_base=_rope(cfg, where),
+        rms_norm_eps=typed(cfg, "rms_norm_eps", float, where, 1e-6),
+        tie_word_embeddings=typed(cfg, "tie_word_embeddings", bool, where, False),
+        dropout=typed(cfg, "attention_dropout", float, where, 0.0, optional=True) or 0.0,
+        initializer_range=typed(cfg, "initializer_range", float, where, 0.02))
 
 
 def config_to_hf(config, dtype: str = "float32") -> dict:
@@ -203,21 +218,43 @@ def _read_weights(path: str, caller: str) -> tuple[dict, str]:
         raise FileNotFoundError(f"{caller}: {single} not found (a Hugging Face Llama directory "
                                 f"holds {CONFIG_NAME} and {WEIGHTS_NAME}, or {INDEX_NAME} and "
                                 "its shards)")
-    weight_map = _read_json(index).get("weight_map")
-    if not isinstance(weight_map, dict):
-        raise ValueError(f"{index}: no 'weight_map' object (name -> shard file)")
+    shards = _shard_map(index)
     weights = {}
-    for shard in sorted(set(weight_map.values())):
-        weights.update(serialization.load(os.path.join(path, shard)))
+    for shard, names in shards.items():
+        file = os.path.join(path, shard)
+        if not os.path.isfile(file):
+            raise FileNotFoundError(f"{index}: lists the shard {shard!r}, but {file} is not "
+                                    "there (nothing was loaded)")
+        tensors = serialization.load(file)
+        missing = sorted(names - tensors.keys())
+        if missing:
+            raise HFCheckpointError(f"{index}: maps {missing[:3]} to {shard!r}, which does not "
+                                    f"hold {'them' if len(missing) > 1 else 'it'} (nothing was "
+                                    "loaded)")
+        twice = sorted(tensors.keys() & weights.keys())
+        if twice:
+            raise HFCheckpointError(f"{index}: the tensor(s) {twice[:3]} are in more than one "
+                                    f"shard ({shard!r} and an earlier one): which is meant is "
+                                    "ambiguous (nothing was loaded)")
+        weights.update(tensors)
     return weights, index
 
 
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
+def _shard_map(index: str) -> dict:
+    """{shard file name: the tensor names the index puts there}, checked: plain file names in
+    the folder, in sorted order."""
+    d = json_files.read_json(index, HFCheckpointError, "is not valid JSON")
+    weight_map = d.get("weight_map") if isinstance(d, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise HFCheckpointError(f"{index}: no 'weight_map' object (tensor name -> shard file)")
+    shards = {}
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or shard in ("", ".", "..") or \
+                os.path.basename(shard) != shard:
+            raise HFCheckpointError(f"{index}: weight_map[{name!r}] is {shard!r}; it must be "
+                                    "the name of a shard file in the same folder")
+        shards.setdefault(shard, set()).add(name)
+    return dict(sorted(shards.items()))
 
 
 def load_llama(cls, path, dtype="float32"):
@@ -228,7 +265,7 @@ def load_llama(cls, path, dtype="float32"):
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{caller}: {cfg_path} not found (a Hugging Face Llama "
                                 f"directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    config = config_from_hf(_read_json(cfg_path), cfg_path)
+    config = config_from_hf(read_config(cfg_path), cfg_path)
     weights, where = _read_weights(path, caller)
     return model_from_state(cls, config, hf_to_tinyllm(weights, config, where), dtype)
 
