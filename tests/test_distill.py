@@ -93,3 +93,17 @@ def test_distill_refuses_a_teacher_with_another_tokenizer(dense_run, capsys):
     assert "teacher's tokenizer" in err and "dense/tokenizer.json" in err
     assert "is not the student's" in err and err.count("CharTokenizer with") == 2
     assert not (dense_run / "b").exists()  # refused before anything was written
+
+
+def test_distill_on_two_threads_takes_the_one_thread_steps(dense_run):
+    """`--set threads=2` with a teacher: each part runs the teacher under no_grad on its own
+    thread (the autograd switch is per thread); the losses are threads=1's to rounding."""
+    from tinyllm.train.presets import preset_config
+    from tinyllm.train.trainer import train
+
+    sets = {**TINY, "n_embd": "16", "max_iters": "4", "task_args.teacher": "dense"}
+    runs = {n: train(preset_config("baby-distill"), overrides={**sets, "threads": str(n)},
+                     out=f"student{n}", quiet=True) for n in (1, 2)}
+    assert len(runs[2].losses) == 4
+    np.testing.assert_allclose(runs[2].losses, runs[1].losses, rtol=0, atol=1e-4,
+                               err_msg="threads=2 left the threads=1 trajectory")

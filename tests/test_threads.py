@@ -14,10 +14,10 @@ from tinyllm.train.config import ConfigError, TrainConfig
 from tinyllm.train.threads import backward_on_threads
 
 
-def _gpt(seed, dropout=0.0, n_layer=2):
+def _gpt(seed, dropout=0.0, n_layer=2, **config):
     tl.manual_seed(seed)
     return GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=n_layer, n_head=2, n_embd=16,
-                         dropout=dropout))
+                         dropout=dropout, **config))
 
 
 def _batch(rng, rows=8):
@@ -142,14 +142,98 @@ def test_blas_limit_sets_and_restores_the_thread_count():
 @pytest.mark.parametrize("overrides, words", [
     ({"threads": 0}, "positive integer"),
     ({"threads": 5}, "equal micro-batches, grad_accum_steps x threads"),
-    ({"threads": 2, "task": "distill"}, "tl.no_grad"),
-    ({"threads": 2, "task": "dpo"}, "tl.no_grad"),
-    ({"threads": 2, "model_args": {"checkpoint_blocks": True}}, "checkpointing"),
     ({"threads": 2, "device": "cuda"}, "for the CPU"),
 ])
 def test_threads_that_cannot_work_are_refused_with_the_reason(overrides, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(batch_size=12, **overrides).validate()
+
+
+@pytest.mark.parametrize("overrides", [{"task": "distill"}, {"task": "dpo"},
+                                       {"model_args": {"checkpoint_blocks": True}}])
+def test_losses_that_switch_the_graph_off_inside_may_run_on_threads(overrides):
+    """The autograd switch is per thread, so a teacher's or a reference model's forward under
+    no_grad, and checkpointing's first forward, no longer keep threads at 1."""
+    assert TrainConfig(batch_size=12, threads=2, **overrides).validate().threads == 2
+
+
+def test_the_autograd_switch_is_per_thread():
+    """As PyTorch's grad mode: no_grad on one thread leaves another recording, and a thread
+    starts with recording on whatever the thread that started it does."""
+    entered, leave, seen = threading.Event(), threading.Event(), {}
+
+    def evaluate():
+        with tl.no_grad():
+            seen["inside"] = tl.is_grad_enabled()
+            entered.set()
+            leave.wait(10)
+        seen["after"] = tl.is_grad_enabled()
+
+    other = threading.Thread(target=evaluate)
+    other.start()
+    try:
+        assert entered.wait(10)
+        w = tl.tensor(np.ones(3), requires_grad=True)
+        assert tl.is_grad_enabled(), "another thread's no_grad switched this one's recording off"
+        assert (w * 2).requires_grad, "an op here while another thread is in no_grad"
+    finally:
+        leave.set()
+        other.join()
+    assert seen == {"inside": False, "after": True}
+    started = []
+    with tl.no_grad():
+        t = threading.Thread(target=lambda: started.append(tl.is_grad_enabled()))
+        t.start()
+        t.join()
+        assert not tl.is_grad_enabled()
+    assert started == [True], "a new thread should start with recording on"
+
+
+def _teacher_parts(model, teacher, x, y, n):
+    """Parts whose loss runs a frozen teacher under no_grad first (as the distill task does)."""
+    rows = len(x) // n
+
+    def part(i):
+        xi, yi = x[i * rows:(i + 1) * rows], y[i * rows:(i + 1) * rows]
+        with tl.no_grad():
+            soft = teacher(xi)[0]
+        assert not soft.requires_grad and tl.is_grad_enabled()
+        logits, loss = model(xi, yi)
+        return (loss + ((logits - soft) ** 2).mean()) / n
+    return [lambda i=i: part(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["teacher", "checkpoint"])
+def test_parts_that_switch_the_graph_off_inside_give_the_batch_gradient(kind, rng):
+    """Parts on 2 threads whose losses use no_grad inside (a teacher's forward) or checkpoint
+    every block (the recomputation's inputs read their gradients back while a sink collects
+    the parameters'): the gradients of the plain one-thread loop over the same parts."""
+    seed = int(rng.integers(1 << 30))
+    x, y = _batch(rng)
+
+    def build():
+        if kind == "checkpoint":
+            return _gpt(seed, checkpoint_blocks=True), None
+        model = _gpt(seed)
+        teacher = _gpt(seed + 1)
+        for p in teacher.parameters():
+            p.requires_grad = False
+        return model, teacher
+
+    grads = {}
+    for threads in (1, 2):
+        model, teacher = build()
+        parts = (_parts(model, x, y, 2) if teacher is None
+                 else _teacher_parts(model, teacher, x, y, 2))
+        values = backward_on_threads(parts, threads=threads)
+        missing = [name for name, p in model.named_parameters() if p.grad is None]
+        assert not missing, f"threads={threads}: no gradient for {missing}"
+        grads[threads] = (values, {name: p.grad for name, p in model.named_parameters()})
+    assert grads[2][0] == pytest.approx(grads[1][0], rel=1e-6), "the parts' losses"
+    for name, g in grads[1][1].items():
+        np.testing.assert_allclose(grads[2][1][name], g, rtol=1e-5,
+                                   atol=1e-6 * float(np.abs(g).max()),
+                                   err_msg=f"{kind}: the gradient of {name} on 2 threads")
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(os.environ.get("TINYLLM_DATA_DIR", ""),

@@ -24,7 +24,15 @@ from __future__ import annotations
 import contextlib
 
 from tinyllm import backend
-from tinyllm.autograd import Function, enable_grad, is_grad_enabled, no_grad, run_backward
+from tinyllm.autograd import (
+    Function,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    own_gradient,
+    release_gradient,
+    run_backward,
+)
 from tinyllm.tensor import Tensor, as_tensor
 
 __all__ = ["checkpoint", "Checkpoint"]
@@ -48,6 +56,7 @@ class Checkpoint(Function):
     def __init__(self, fn, args):
         self.fn, self.args = fn, args
         self.n_tensors = sum(isinstance(a, Tensor) for a in args)
+        self.owned = []
 
     def _call(self, arrays, requires_grad=()):
         """fn on the saved arrays: each tensor argument becomes a fresh tensor (a leaf)."""
@@ -58,6 +67,10 @@ class Checkpoint(Function):
                 t = as_tensor(next(it))
                 if requires_grad and requires_grad[len(leaves)]:
                     t.requires_grad = True
+                    # its gradient is read back from .grad, also on a thread whose leaves'
+                    # gradients go to a sink (tinyllm.train.threads): it is this call's alone
+                    own_gradient(t)
+                    self.owned.append(t)
                 leaves.append(t)
                 a = t
             args.append(a)
@@ -84,7 +97,9 @@ class Checkpoint(Function):
             run_backward(out, gy)  # parameters' gradients go straight into their .grad
         grads = [t.grad if need else None for t, need in zip(leaves, needs)]
         # END SOLUTION
-        self.saved = None
+        for t in self.owned:
+            release_gradient(t)
+        self.saved, self.owned = None, []
         return tuple(grads) + (None,) * (len(self.needs_grad) - self.n_tensors)
 
 

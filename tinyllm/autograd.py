@@ -36,35 +36,45 @@ import threading
 
 from tinyllm import backend, workers
 
-_grad_enabled = True
+
+class _GradMode(threading.local):
+    """Whether operations record the graph: one flag per thread, as PyTorch's grad mode, so that
+    a thread evaluating under ``no_grad`` (a teacher's forward, a sampler) does not switch the
+    recording off for another thread that is training. Every thread starts with it on."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether operations on this thread record the graph."""
+    return _grad_mode.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
-    """Inside ``with tl.no_grad():`` operations record no graph (evaluation, sampling, updates)."""
-    global _grad_enabled
+    """Inside ``with tl.no_grad():`` operations record no graph (evaluation, sampling, updates),
+    on this thread only."""
     # BEGIN SOLUTION
-    previous = _grad_enabled
-    _grad_enabled = False
+    previous = _grad_mode.enabled
+    _grad_mode.enabled = False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
     # END SOLUTION
 
 
 @contextlib.contextmanager
 def enable_grad():
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
+    """Record the graph inside the block, even within ``no_grad`` (on this thread)."""
+    previous, _grad_mode.enabled = _grad_mode.enabled, True
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 class Node:
@@ -103,7 +113,7 @@ class Function:
         if isinstance(y, backend.np.generic):  # NumPy reductions return scalars: keep arrays
             y = backend.np.asarray(y)
         out = tensors[0]._new(y)
-        if _grad_enabled:
+        if _grad_mode.enabled:
             needs = tuple([t.requires_grad for t in tensors])
             if True in needs:
                 out.requires_grad = True
@@ -258,6 +268,21 @@ def leaf_gradients_into(sink: dict):
         _thread.sink = previous
 
 
+def own_gradient(t) -> None:
+    """Let leaf ``t`` keep its gradient in ``.grad`` on this thread even inside
+    ``leaf_gradients_into``: for a leaf that only this thread can see (the fresh inputs of a
+    checkpoint's recomputation, whose gradients its backward reads back), on which no other
+    thread can race. ``release_gradient(t)`` ends it."""
+    owned = getattr(_thread, "owned", None)
+    if owned is None:
+        owned = _thread.owned = {}
+    owned[id(t)] = t  # held, so that its id cannot be reused meanwhile
+
+
+def release_gradient(t) -> None:
+    getattr(_thread, "owned", {}).pop(id(t), None)
+
+
 def add_leaf_gradients(*sinks: dict) -> None:
     """Add the sinks' gradients into their leaves' ``.grad`` (as ``backward`` would have),
     sink after sink: a leaf's total is g_0 + g_1 + ... in the sinks' order, one fresh array."""
@@ -286,7 +311,7 @@ def _accumulate_leaf(t, g, fresh: bool = False) -> None:
     if g.shape != t.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a tensor of shape {t.shape}")
     sink = getattr(_thread, "sink", None)
-    if sink is not None:
+    if sink is not None and id(t) not in getattr(_thread, "owned", ()):
         entry = sink.get(id(t))
         if entry is None:
             sink[id(t)] = [t, g]  # may be shared with the graph: the next one makes a sum

@@ -167,18 +167,10 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------- helpers
 def _check_threads(cfg) -> None:
-    """threads > 1 runs parts of a batch at once (tinyllm.train.threads): on the CPU, with a
-    loss that only builds a graph (tl.no_grad is one switch for the whole process)."""
-    why = None
+    """threads > 1 runs parts of a batch at once (tinyllm.train.threads), on the CPU."""
     if cfg.device != "cpu":
-        why = f"it is for the CPU (device is {cfg.device!r}: the GPU runs the parts at once)"
-    elif cfg.task in ("distill", "dpo"):
-        why = (f"the {cfg.task} loss runs a second model under tl.no_grad, which would switch "
-               "the graph off for the other threads too")
-    elif cfg.model_args.get("checkpoint_blocks"):
-        why = "activation checkpointing runs its first forward under tl.no_grad"
-    if why:
-        raise ConfigError(f"config key 'threads' ({cfg.threads}) must be 1 here: {why}")
+        raise ConfigError(f"config key 'threads' ({cfg.threads}) must be 1 here: it is for the "
+                          f"CPU (device is {cfg.device!r}: the GPU runs the parts at once)")
 
 
 def _hints() -> dict:

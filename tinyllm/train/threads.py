@@ -18,11 +18,10 @@ stays reproducible and resumable. Inside ``workers.use(threads)`` (the trainer's
 bench's step) that sum, and then the clipping and the optimizer's update, spread over the same
 threads parameter by parameter (``tinyllm.workers``), bit for bit the one-thread loops.
 
-What may run this way: a loss that only builds a graph. Python's autograd switch
-(``tl.no_grad``) is one flag for the whole process, so a loss that turns it off inside (a
-teacher's or a reference model's forward, activation checkpointing) must run on one thread;
-the trainer refuses ``threads`` > 1 for those (``check``). On a GPU the device already runs
-every part in parallel: ``threads`` is for the CPU.
+Any loss that builds a graph may run this way, also one that switches the graph off inside
+(a teacher's or a reference model's forward under ``tl.no_grad``, activation checkpointing):
+the autograd switch is one flag per thread, as in PyTorch, and each part starts with the
+caller's. On a GPU the device already runs every part in parallel: ``threads`` is for the CPU.
 """
 
 from __future__ import annotations
@@ -41,8 +40,10 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_part(part_loss, generator, sink):
-    with backend.thread_rng(generator), autograd.leaf_gradients_into(sink):
+def _run_part(part_loss, generator, sink, grad_enabled=True):
+    # the caller's autograd switch (per thread): a pool thread keeps none of its own
+    mode = autograd.enable_grad() if grad_enabled else autograd.no_grad()
+    with mode, backend.thread_rng(generator), autograd.leaf_gradients_into(sink):
         loss = part_loss()
         loss.backward()
         return loss.item()
@@ -62,6 +63,7 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
             values.append(loss.item())
         return values
     seeds = backend.rng().integers(0, 2**63, size=len(part_losses))
+    grad_enabled = autograd.is_grad_enabled()
     sinks = [{} for _ in part_losses]
     values = []
     pool = workers.pool(threads - 1)
@@ -69,13 +71,14 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
         for start in range(0, len(part_losses), threads):
             group = range(start, min(start + threads, len(part_losses)))
             futures = {i: pool.submit(_run_part, part_losses[i],
-                                      backend.np.random.default_rng(int(seeds[i])), sinks[i])
+                                      backend.np.random.default_rng(int(seeds[i])), sinks[i],
+                                      grad_enabled)
                        for i in list(group)[1:]}
             first = group[0]
             try:
                 values.append(_run_part(part_losses[first],
                                         backend.np.random.default_rng(int(seeds[first])),
-                                        sinks[first]))
+                                        sinks[first], grad_enabled))
             finally:  # wait for the others even when this part failed, then raise
                 results = [(i, f.exception()) for i, f in futures.items()]
             for i, error in results:
