@@ -101,18 +101,20 @@ def test_lora_sft_keeps_the_base_frozen(runs):
     assert np.any(lora["blocks.0.attn.qkv.lora_B"]), "the adapters trained"
 
 
+def _fixed_pairs(model, tokenizer, examples, k, temperature, seed, gold_chosen):
+    """A real quatrain against a broken one, for every prompt."""
+    for e in examples:  # requests the run's tokenizer encodes (a rare author's name may not)
+        tokenizer.encode(e.prompt)
+    return [(e, e.response, e.response[:-3] + "。") for e in examples]
+
+
 def test_dpo_task_raises_the_chosen_replies(runs, monkeypatch):
     """DPO from the SFT run on fixed pairs (a real quatrain against a broken one): the implied
     reward margin grows and the reference stays the SFT model."""
     import tinyllm.train.preference as pref
     from tinyllm.train.config import TrainConfig
 
-    def fixed_pairs(model, tokenizer, examples, k, temperature, seed, gold_chosen):
-        for e in examples:  # requests the run's tokenizer encodes (a rare author's name may not)
-            tokenizer.encode(e.prompt)
-        return [(e, e.response, e.response[:-3] + "。") for e in examples]
-
-    monkeypatch.setattr(pref, "preference_pairs", fixed_pairs)
+    monkeypatch.setattr(pref, "preference_pairs", _fixed_pairs)
     root, _ = runs
     cfg = TrainConfig(task="dpo", corpus="tang_poems", max_iters=30, eval_interval=30,
                       eval_iters=2, batch_size=8, lr=3e-3, warmup_iters=1,
@@ -123,6 +125,30 @@ def test_dpo_task_raises_the_chosen_replies(runs, monkeypatch):
     first, last = result.metrics[0], result.metrics[-1]
     assert first["reward_margin"] == 0 and first["reward_accuracy"] == 0
     assert last["reward_margin"] > 0.1 and last["val_loss"] < first["val_loss"]
+
+
+def test_dpo_steps_on_threads_and_in_micro_batches_take_the_plain_steps(runs, monkeypatch):
+    """DPO's inputs keep the B pairs on axis 0 (chosen and rejected apart), so the parts of
+    threads=2 and the micro-batches of grad_accum_steps=2 hold whole pairs, weighted by their
+    number of pairs: the losses of the plain step, to float32 rounding."""
+    import tinyllm.train.preference as pref
+    from tinyllm.train.config import TrainConfig
+
+    monkeypatch.setattr(pref, "preference_pairs", _fixed_pairs)
+    root, _ = runs
+    losses = {}
+    for name, kw in {"plain": {}, "threads": {"threads": 2},
+                     "micro": {"grad_accum_steps": 2}}.items():
+        cfg = TrainConfig(task="dpo", corpus="tang_poems", max_iters=3, eval_interval=3,
+                          eval_iters=1, batch_size=4, lr=3e-3, warmup_iters=1,
+                          init_from=str(root / "sft"), **kw,
+                          task_args={"n_eval": 2, "n_reverse": 50, "n_prompts": 8,
+                                     "n_val_prompts": 4, "beta": 0.5})
+        losses[name] = _train(cfg, root / f"dpo-{name}").losses
+    assert len(losses["plain"]) == 3
+    for name in ("threads", "micro"):
+        np.testing.assert_allclose(losses[name], losses["plain"], rtol=0, atol=1e-4,
+                                   err_msg=f"DPO's {name} steps left the plain trajectory")
 
 
 def test_preference_pairs_keep_and_break_the_form():

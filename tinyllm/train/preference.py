@@ -168,15 +168,27 @@ class DPOTask(SFTTask):
         x, y = collate_chat([c for c, _, _ in part] + [r for _, r, _ in part],
                             self.tokenizer.end_token_id, self.cfg.block_size)
         refs = np.stack([ref for _, _, ref in part])  # (B, 2)
-        return {"idx": x, "targets": y, "ref_logps": refs}, int(x.size)
+        b = len(part)
+        # every input has the B pairs on axis 0, so that a step's micro-batches, threads and
+        # ranks (shard_batch) cut whole pairs, and the loss's mean is over pairs (loss_weight)
+        return {"chosen": x[:b], "chosen_targets": y[:b], "rejected": x[b:],
+                "rejected_targets": y[b:], "ref_logps": refs}, int(x.size)
 
     def loss(self, inputs):
+        from tinyllm import backend
         from tinyllm.dpo import dpo_loss, sequence_logprobs
 
-        logps = sequence_logprobs(self.model(inputs["idx"]), inputs["targets"])  # (2B,)
-        b = logps.shape[0] // 2
+        xp = backend.get_array_module(inputs["chosen"])
+        x = xp.concatenate([inputs["chosen"], inputs["rejected"]])  # one forward for both
+        y = xp.concatenate([inputs["chosen_targets"], inputs["rejected_targets"]])
+        logps = sequence_logprobs(self.model(x), y)  # (2B,)
+        b = len(inputs["chosen"])
         refs = inputs["ref_logps"]
         return dpo_loss(logps[:b], logps[b:], refs[:, 0], refs[:, 1], self.args["beta"])
+
+    def loss_weight(self, inputs) -> int:
+        """The pairs: DPO's loss is a mean over them (not over tokens)."""
+        return len(inputs["chosen"])
 
     def metrics(self, rng, n=None) -> dict:
         if not self.data_loaded:
