@@ -110,6 +110,33 @@ def test_float16_training_resumes_exactly_with_the_scaler(corpus, tmp_path):  # 
     assert 0 <= rec["grad_underflow"] < 1
 
 
+@pytest.mark.parametrize("sets", [{"grad_accum_steps": 2}, {"threads": 2}, {"zero_stage": 1}],
+                         ids=["micro-batches", "threads", "zero"])
+def test_float16_loss_scaling_in_the_data_parallel_step(corpus, tmp_path, sets):  # noqa: F811
+    """Micro-batches, threads and ZeRO (here in one process) scale each part's loss and
+    unscale the summed gradients: the plain scaled step's losses and scaler state. A scale
+    that overflows every step skips them all, as the plain step does: the weights stay the
+    initial ones, bit for bit."""
+    runs = {name: tiny(tmp_path / name, precision="float16", max_iters=4, eval_interval=4,
+                       dropout=0.0, **kw) for name, kw in (("plain", {}), ("dp", sets))}
+    np.testing.assert_allclose(runs["dp"].losses, runs["plain"].losses, rtol=0, atol=1e-4,
+                               err_msg=f"float16 with {sets} left the plain scaled steps")
+
+    def scaler(name):
+        return json.loads((tmp_path / name / "state.json").read_text())["loss_scaler"]
+
+    assert scaler("dp") == scaler("plain") and scaler("dp")["good_steps"] == 4
+    for name, kw in (("plain-skip", {}), ("dp-skip", sets)):
+        tiny(tmp_path / name, precision="float16", loss_scale=1e30, max_iters=2,
+             eval_interval=2, dropout=0.0, **kw)
+        assert scaler(name)["skipped"] == 2, f"{name}: every step overflows"
+    skipped, plain_skipped, trained = (tl.load(tmp_path / n / "model.safetensors")
+                                       for n in ("dp-skip", "plain-skip", "dp"))
+    for k in skipped:
+        assert skipped[k].tobytes() == plain_skipped[k].tobytes(), f"{k} changed in a skip"
+    assert any(not np.array_equal(skipped[k], trained[k]) for k in skipped)
+
+
 def test_precision_settings_are_checked(corpus, tmp_path):  # noqa: F811
     with pytest.raises(ConfigError, match="precision"):
         tiny(tmp_path / "a", precision="fp8")

@@ -29,6 +29,8 @@ rounding). The same rounding runs on a GPU (CuPy float32 arrays).
 
 from __future__ import annotations
 
+import threading
+
 from tinyllm.autograd import Function
 from tinyllm.backend import get_array_module, np
 
@@ -83,6 +85,9 @@ def round_to(x, fmt: str):
     raise ValueError(f"unknown number format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
+_STATS_LOCK = threading.Lock()
+
+
 class Round(Function):
     """y = round(x) to a format; its gradient is the incoming one rounded to the format too.
 
@@ -103,8 +108,11 @@ class Round(Function):
         g = round_to(gy, self.fmt)
         if self.stats is not None:  # count the gradient values that rounding made zero
             xp = get_array_module(g)
-            self.stats["nonzero"] += int(xp.count_nonzero(gy))
-            self.stats["flushed"] += int(xp.count_nonzero((g == 0) & (gy != 0)))
+            nonzero = int(xp.count_nonzero(gy))
+            flushed = int(xp.count_nonzero((g == 0) & (gy != 0)))
+            with _STATS_LOCK:  # the parts of a step may backpropagate on threads at once
+                self.stats["nonzero"] += nonzero
+                self.stats["flushed"] += flushed
         return (g,)
 
 

@@ -15,6 +15,8 @@ One step with N processes (ranks), ``batch_size`` b rows per rank and k = ``grad
 4. one all-reduce (sum) of one flat buffer holding every gradient, the loss and two flags;
 5. one clip and one optimizer step, the same on every rank (with ``zero_stage=1``: a
    reduce-scatter instead, AdamW on this rank's share, an all-gather: ``tinyllm.optim.zero``).
+   With float16's loss scaler, every part's loss is multiplied by the scale in 3 and the sum
+   divided by it in 5, and a sum holding an inf or a NaN skips the update everywhere.
 
 Since sum_i (w_i / W) grad L_i is the gradient of the global batch's mean loss, the update is
 the one-process update of the N b-row batch, to float32 rounding. Evaluation draws the same
@@ -122,6 +124,7 @@ class DataParallel:
         self.n_pad = (self.opt.shard * self.world) if self.zero else self.n_grad
         self.buffer = xp.zeros(self.n_pad + 2 + len(self.params) + 1, dtype=self.params[0].dtype)
         self.stop, self.shard, self.has_grad, self.norm_sq = False, None, None, 0.0
+        self.scaler = None  # float16's loss scaler, when the run has one (RunPrecision.attach)
         self.comm_s, self.comm_bytes, self.steps = 0.0, 0, 0
         self._view = _ShardView(self)
 
@@ -152,15 +155,17 @@ class DataParallel:
         total = loss_weight(self.task, inputs)
         self._reseed(step)
         self.opt.zero_grad()
+        # float16: every part backpropagates its loss times the scale (undone in ``update``)
+        scale = 1.0 if self.scaler is None else float(self.scaler.scale)
         parts = []
         for micro in shard_batch(inputs, self.rank, self.world, self.k * self.threads):
             w = loss_weight(self.task, micro)
             if w == 0:  # nothing to average here (every target ignored): no contribution
                 continue
             # host rows: the model moves them (as a plain step); the part's share of the mean
-            parts.append(functools.partial(_weighted_loss, self.task, micro, w / total))
+            parts.append(functools.partial(_weighted_loss, self.task, micro, w / total * scale))
         with workers.use(self.threads):  # the parts' gradients added on the threads too
-            local = sum(backward_on_threads(parts, self.threads))  # limits BLAS itself
+            local = sum(backward_on_threads(parts, self.threads)) / scale  # limits BLAS itself
         value = self._reduce(local, stop_requested)
         self.steps += 1
         return (value if total else math.nan), ntok
@@ -209,9 +214,25 @@ class DataParallel:
         if not self.zero:
             # with threads, no BLAS worker may be left spinning into the next step's parts
             with blas.limit(1 if self.threads > 1 else None), workers.use(self.threads):
-                norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
-                self.opt.step()
+                # the summed gradients are the same on every rank, and so is this decision
+                found_inf = self.scaler is not None and self.scaler.unscale_(self.params)
+                norm = 0.0
+                if not found_inf:
+                    norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
+                    self.opt.step()
+            if self.scaler is not None:
+                self.scaler.update(found_inf)
             return norm
+        if self.scaler is not None:
+            # every rank holds the same summed squared norm: inf or NaN when any value is
+            # (or, harmlessly, when squaring a huge finite one overflows: one more skip)
+            found_inf = not math.isfinite(self.norm_sq)
+            inv = 1.0 / self.scaler.scale
+            self.scaler.update(found_inf)
+            if found_inf:
+                return 0.0  # the step is skipped on every rank; the scale is lowered
+            self.shard *= self.shard.dtype.type(inv)
+            self.norm_sq *= inv * inv
         norm = math.sqrt(self.norm_sq) if clip > 0 else 0.0
         if clip > 0 and norm > clip:
             self.shard *= clip / (norm + 1e-6)  # clip_grad_norm_'s rule, on the shard

@@ -9,7 +9,10 @@ The scaled step (``step``): backpropagate ``loss * scale``, divide the gradients
 in float32, and skip the update when one is inf or NaN; the dynamic scaler then halves its
 scale, or doubles it after ``growth_interval`` clean steps. Its state (scale, clean-step count,
 skipped steps) is saved in ``state.json``, so a resumed run continues with the same scale and
-ends with the same bits. Each evaluation records ``loss_scale``, ``skipped_steps`` and
+ends with the same bits. With ``grad_accum_steps``, ``threads``, ``zero_stage`` or several
+ranks the data-parallel step does the same (``attach``): each part backpropagates its loss
+times the scale, the summed gradients are unscaled, and an overflow skips the update on every
+rank alike. Each evaluation records ``loss_scale``, ``skipped_steps`` and
 ``grad_underflow``, the fraction of nonzero gradient values that rounding to the format turned
 into zero (since the last evaluation).
 """
@@ -50,15 +53,12 @@ class RunPrecision:
                 raise CheckpointError(f"{where}: the loss scaler's state cannot be restored "
                                       f"({e})") from None
 
-    def check_steps(self, data_parallel) -> None:
-        """Loss scaling runs in the single-batch step only: refuse it with grad_accum_steps or
-        data parallelism (the rounding policy itself works with both)."""
-        if data_parallel is not None and self.scaler is not None:
-            from tinyllm.train.config import ConfigError
-
-            raise ConfigError(f"precision={self.fmt} with loss scaling runs one batch per step; "
-                              "it is not yet combined with grad_accum_steps or data parallelism "
-                              "(use precision=bfloat16, which needs no scaling)")
+    def attach(self, data_parallel) -> None:
+        """Hand the loss scaler to the data-parallel step (grad_accum_steps, threads, ranks),
+        which scales every part's loss, unscales the summed gradients and skips an overflowing
+        update on every rank alike (``DataParallel.update``)."""
+        if data_parallel is not None:
+            data_parallel.scaler = self.scaler
 
     def step(self, loss, optimizer, params, lr: float, grad_clip: float) -> float:
         """One update from ``loss``, as ``train_step`` does, with the loss scaled when a scaler

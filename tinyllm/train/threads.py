@@ -40,10 +40,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_part(part_loss, generator, sink, grad_enabled=True):
-    # the caller's autograd switch (per thread): a pool thread keeps none of its own
+def _run_part(part_loss, generator, sink, grad_enabled=True, errors=None):
+    # the caller's autograd switch and NumPy error handling (both per thread: a pool thread
+    # keeps none of its own), e.g. a float16 step that ignores an overflow it checks later
     mode = autograd.enable_grad() if grad_enabled else autograd.no_grad()
-    with mode, backend.thread_rng(generator), autograd.leaf_gradients_into(sink):
+    with mode, backend.np.errstate(**(errors or {})), backend.thread_rng(generator), \
+            autograd.leaf_gradients_into(sink):
         loss = part_loss()
         loss.backward()
         return loss.item()
@@ -63,7 +65,7 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
             values.append(loss.item())
         return values
     seeds = backend.rng().integers(0, 2**63, size=len(part_losses))
-    grad_enabled = autograd.is_grad_enabled()
+    grad_enabled, errors = autograd.is_grad_enabled(), backend.np.geterr()
     sinks = [{} for _ in part_losses]
     values = []
     pool = workers.pool(threads - 1)
@@ -72,13 +74,13 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
             group = range(start, min(start + threads, len(part_losses)))
             futures = {i: pool.submit(_run_part, part_losses[i],
                                       backend.np.random.default_rng(int(seeds[i])), sinks[i],
-                                      grad_enabled)
+                                      grad_enabled, errors)
                        for i in list(group)[1:]}
             first = group[0]
             try:
                 values.append(_run_part(part_losses[first],
                                         backend.np.random.default_rng(int(seeds[first])),
-                                        sinks[first], grad_enabled))
+                                        sinks[first], grad_enabled, errors))
             finally:  # wait for the others even when this part failed, then raise
                 results = [(i, f.exception()) for i, f in futures.items()]
             for i, error in results:

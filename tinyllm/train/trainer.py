@@ -307,7 +307,7 @@ def train(cfg: TrainConfig | None = None, resume=None, overrides: dict | None = 
     run = (resume_run(Run, resume, overrides) if resume is not None
            else new_run(Run, cfg, overrides, out, default_out))
     run.dp = data_parallel.setup(run)  # None: plain steps in one process
-    run.precision.check_steps(run.dp)
+    run.precision.attach(run.dp)
     cfg, task, model = run.cfg, run.task, run.task.model
     progress = Progress(cfg.max_iters, run.step, (mode or choose_mode(quiet)) if run.writer
                         else "silent", cfg.log_interval)  # data parallel: rank 0 prints
