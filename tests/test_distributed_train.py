@@ -82,9 +82,8 @@ def _launch(n, tmp, runs, memory=False, timeout=240):
     return _lines(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def one_process(ready, tmp_path_factory):
-    """The reference: one process, batch 12 (run here, recording the per-step losses)."""
+def _one_process_run(tmp_path_factory, **sets):
+    """One process, batch 12 (run here, recording the per-step losses)."""
     import tinyllm.train.trainer as T
     from tinyllm.train.presets import preset_config
 
@@ -97,9 +96,21 @@ def one_process(ready, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "Progress", Recording)
-        T.train(preset_config("baby-shakespeare"), overrides={**TINY, "batch_size": 12},
+        T.train(preset_config("baby-shakespeare"), overrides={**TINY, "batch_size": 12, **sets},
                 out=out, quiet=True)
     return {"out": out, "losses": losses}
+
+
+@pytest.fixture(scope="module")
+def one_process(ready, tmp_path_factory):
+    """The reference: one process, batch 12."""
+    return _one_process_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def one_process_float16(ready, tmp_path_factory):
+    """The reference of the float16 runs: one process, batch 12, the plain scaled step."""
+    return _one_process_run(tmp_path_factory, precision="float16")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +118,10 @@ def two_processes(ready, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two")
     runs = [(str(tmp / "dp"), {**TINY, "batch_size": 6}),
             (str(tmp / "zero"), {**TINY, "batch_size": 6, "zero_stage": 1,
-                                 "grad_accum_steps": 2})]
+                                 "grad_accum_steps": 2}),
+            (str(tmp / "fp16"), {**TINY, "batch_size": 6, "precision": "float16"}),
+            (str(tmp / "fp16-zero"), {**TINY, "batch_size": 6, "precision": "float16",
+                                      "zero_stage": 1, "grad_accum_steps": 2})]
     lines = _launch(2, tmp, runs, memory=True)
     return {"runs": {d["out"]: d for d in lines if "out" in d}, "tmp": tmp,
             "memory": [d for d in lines if "zero_bytes" in d]}
@@ -142,10 +156,10 @@ def _metrics(run_dir) -> dict:
     return {r["step"]: r for r in records}
 
 
-def _assert_same_losses(got, want):
+def _assert_same_losses(got, want, tol=1e-5):
     assert len(got) == len(want) == STEPS
     diff = np.abs(np.array(got) - np.array(want))
-    assert diff.max() <= 1e-5, (f"per-step losses differ from one process's by up to "
+    assert diff.max() <= tol, (f"per-step losses differ from one process's by up to "
                                 f"{diff.max():.2e} (first at step {int(diff.argmax()) + 1})")
 
 
@@ -163,6 +177,27 @@ def test_zero_and_accumulation_compose_with_data_parallelism(one_process, two_pr
     run = two_processes["runs"][str(two_processes["tmp"] / "zero")]
     _assert_same_losses(run["losses"], one_process["losses"])
     _assert_same_checkpoint(two_processes["tmp"] / "zero", one_process["out"])
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp16-zero"])
+def test_float16_loss_scaling_on_two_ranks_takes_the_one_process_steps(
+        one_process_float16, two_processes, name):
+    """float16 with its loss scaler on 2 ranks (and with ZeRO and 2 micro-batches): each part's
+    scaled loss, the summed gradients unscaled on every rank alike: one process's scaled steps
+    and the same scaler state. To float16's rounding (its epsilon is 2^-10): a float32
+    difference in a sum's order moves an activation to the next float16 value now and then, and
+    over 50 steps the losses drift apart by up to 5e-5. (The weights are not compared: AdamW's
+    m / sqrt(v) turns the rounding in the key bias's gradient, 0 in exact arithmetic, into
+    steps of up to lr either way.)"""
+    got_dir, want_dir = two_processes["tmp"] / name, one_process_float16["out"]
+    run = two_processes["runs"][str(got_dir)]
+    _assert_same_losses(run["losses"], one_process_float16["losses"], tol=2**-10)
+    got, want = (json.loads((d / "state.json").read_text()) for d in (got_dir, want_dir))
+    assert got["loss_scaler"] == want["loss_scaler"] and got["loss_scaler"]["good_steps"] == STEPS
+    assert got["batch_rng"] == want["batch_rng"] and got["tokens_seen"] == want["tokens_seen"]
+    for k in ("train_loss", "val_loss"):
+        a, b = _metrics(got_dir)[STEPS][k], _metrics(want_dir)[STEPS][k]
+        assert abs(a - b) <= 2**-10, f"{name}: {k} at step {STEPS}: {a} vs {b}"
 
 
 def test_zero_keeps_half_of_adams_state_on_each_of_two_ranks(two_processes):
