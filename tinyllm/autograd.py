@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 from tinyllm import backend, workers
 
@@ -272,11 +273,12 @@ def own_gradient(t) -> None:
     """Let leaf ``t`` keep its gradient in ``.grad`` on this thread even inside
     ``leaf_gradients_into``: for a leaf that only this thread can see (the fresh inputs of a
     checkpoint's recomputation, whose gradients its backward reads back), on which no other
-    thread can race. ``release_gradient(t)`` ends it."""
+    thread can race. ``release_gradient(t)`` ends it, and so does ``t``'s end (the entry is
+    a weak reference: it goes when ``t`` goes, so an id is never listed for another tensor)."""
     owned = getattr(_thread, "owned", None)
     if owned is None:
-        owned = _thread.owned = {}
-    owned[id(t)] = t  # held, so that its id cannot be reused meanwhile
+        owned = _thread.owned = weakref.WeakValueDictionary()
+    owned[id(t)] = t
 
 
 def release_gradient(t) -> None:
