@@ -282,6 +282,7 @@ def own_gradient(t) -> None:
 
 
 def release_gradient(t) -> None:
+    """Undo ``own_gradient(t)``: ``t``'s gradient goes to this thread's sink again, if any."""
     getattr(_thread, "owned", {}).pop(id(t), None)
 
 

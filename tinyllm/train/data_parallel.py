@@ -207,6 +207,7 @@ class DataParallel:
         """One clip and one optimizer step at ``lr``; returns the gradient norm (0.0 when
         clipping is off), as ``train_step`` does."""
         from tinyllm.optim import clip_grad_norm_
+        from tinyllm.train.mixed_precision import unscaled_step
 
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -214,14 +215,10 @@ class DataParallel:
         if not self.zero:
             # with threads, no BLAS worker may be left spinning into the next step's parts
             with blas.limit(1 if self.threads > 1 else None), workers.use(self.threads):
-                # the summed gradients are the same on every rank, and so is this decision
-                found_inf = self.scaler is not None and self.scaler.unscale_(self.params)
-                norm = 0.0
-                if not found_inf:
-                    norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
-                    self.opt.step()
-            if self.scaler is not None:
-                self.scaler.update(found_inf)
+                if self.scaler is not None:  # every rank has the same sums: the same skips
+                    return unscaled_step(self.scaler, self.opt, self.params, clip)
+                norm = clip_grad_norm_(self.params, clip) if clip > 0 else 0.0
+                self.opt.step()
             return norm
         if self.scaler is not None:
             # every rank holds the same summed squared norm: inf or NaN when any value is

@@ -23,7 +23,7 @@ from tinyllm.backend import np
 from tinyllm.precision import DynamicLossScaler, Precision
 from tinyllm.train.checkpoint import CheckpointError
 
-__all__ = ["RunPrecision", "FixedLossScaler"]
+__all__ = ["RunPrecision", "FixedLossScaler", "unscaled_step"]
 
 
 class FixedLossScaler(DynamicLossScaler):
@@ -63,7 +63,6 @@ class RunPrecision:
     def step(self, loss, optimizer, params, lr: float, grad_clip: float) -> float:
         """One update from ``loss``, as ``train_step`` does, with the loss scaled when a scaler
         is in use (an overflowing step changes nothing but the scale)."""
-        from tinyllm.optim import clip_grad_norm_
         from tinyllm.train.step import train_step
 
         if self.scaler is None:
@@ -73,14 +72,7 @@ class RunPrecision:
         optimizer.zero_grad()
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is found just below
             self.scaler.scale_loss(loss).backward()
-            found_inf = self.scaler.unscale_(params)
-        norm = 0.0
-        if not found_inf:
-            if grad_clip > 0:
-                norm = clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-        self.scaler.update(found_inf)
-        return norm
+        return unscaled_step(self.scaler, optimizer, params, grad_clip)
 
     def state(self) -> dict:
         """What ``state.json`` keeps of it."""
@@ -95,3 +87,20 @@ class RunPrecision:
         if self.scaler is not None:
             rec.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped)
         return rec
+
+
+def unscaled_step(scaler, optimizer, params, grad_clip: float) -> float:
+    """After the backward of ``loss * scaler.scale``: divide the gradients by the scale, then
+    clip and step unless one is inf or NaN, and tell the scaler which it was. Returns the
+    gradient norm (0.0 when clipping is off or the step was skipped). The plain scaled step
+    and the data-parallel one (``DataParallel.update``) both end with it."""
+    from tinyllm.optim import clip_grad_norm_
+
+    found_inf = scaler.unscale_(params)
+    norm = 0.0
+    if not found_inf:
+        if grad_clip > 0:
+            norm = clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+    scaler.update(found_inf)
+    return norm

@@ -32,6 +32,7 @@ from tinyllm import autograd, backend, blas, workers
 
 __all__ = ["backward_on_threads", "usable_cores"]
 
+
 def usable_cores() -> int:
     """The cores this process may run on."""
     try:
@@ -52,8 +53,9 @@ def _run_part(part_loss, generator, sink, grad_enabled=True, errors=None):
 
 
 def backward_on_threads(part_losses: list, threads: int) -> list[float]:
-    """Run each ``part_loss()`` and its ``backward``, ``threads`` parts at a time; add their
-    gradients into ``.grad`` in order; return the parts' loss values (floats).
+    """Run each ``part_loss()`` and its ``backward``, spread over ``threads`` threads (this one
+    included); add their gradients into ``.grad`` in order; return the parts' loss values
+    (floats).
 
     With ``threads`` == 1 (or one part) this is the plain loop, on this thread, with tinyllm's
     generator: exactly what a step without threads does."""
@@ -67,25 +69,13 @@ def backward_on_threads(part_losses: list, threads: int) -> list[float]:
     seeds = backend.rng().integers(0, 2**63, size=len(part_losses))
     grad_enabled, errors = autograd.is_grad_enabled(), backend.np.geterr()
     sinks = [{} for _ in part_losses]
-    values = []
-    pool = workers.pool(threads - 1)
-    with blas.limit(1):
-        for start in range(0, len(part_losses), threads):
-            group = range(start, min(start + threads, len(part_losses)))
-            futures = {i: pool.submit(_run_part, part_losses[i],
-                                      backend.np.random.default_rng(int(seeds[i])), sinks[i],
-                                      grad_enabled, errors)
-                       for i in list(group)[1:]}
-            first = group[0]
-            try:
-                values.append(_run_part(part_losses[first],
-                                        backend.np.random.default_rng(int(seeds[first])),
-                                        sinks[first], grad_enabled, errors))
-            finally:  # wait for the others even when this part failed, then raise
-                results = [(i, f.exception()) for i, f in futures.items()]
-            for i, error in results:
-                if error is not None:
-                    raise error
-                values.append(futures[i].result())
+
+    def run(i):
+        return _run_part(part_losses[i], backend.np.random.default_rng(int(seeds[i])), sinks[i],
+                         grad_enabled, errors)
+
+    # every part is enough work for a thread of its own; an error is raised once all stopped
+    with blas.limit(1), workers.use(threads):
+        values = workers.map_ordered(run, range(len(part_losses)))
     autograd.add_leaf_gradients(*sinks)  # inside workers.use(n), the leaves spread over n threads
     return values
